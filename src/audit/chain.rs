@@ -1,0 +1,296 @@
+//! The hash chain over every sealed audit record, and its verification.
+//!
+//! Encoding (also in `docs/audit-trail.md`): a record's canonical form is its JSON with
+//! object keys sorted and no whitespace (serde_json's `Map` is ordered), timestamps as
+//! RFC 3339 UTC. `hash = hex(SHA-256(prev_hash || "\n" || canonical))`; the first
+//! record's `prev_hash` is 64 zeros. Appends are serialized by an advisory transaction
+//! lock, so runs of different rules finishing at once still form one chain.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, Row};
+
+use crate::report::RunReport;
+
+/// `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const CHAIN_LOCK_CLASS: i32 = 0x5254_4e33; // "RTN3"
+
+/// What a chain record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A run with its rule results.
+    Run,
+    /// A hold being placed.
+    Hold,
+    /// A hold being released.
+    HoldRelease,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "run" => Some(Self::Run),
+            "hold" => Some(Self::Hold),
+            "hold_release" => Some(Self::HoldRelease),
+            _ => None,
+        }
+    }
+}
+
+/// `hex(SHA-256(prev || "\n" || canonical))`.
+pub fn link_hash(prev: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The canonical form of a run: the report without its presentation and chain-link fields.
+pub fn canonical_run(report: &RunReport) -> String {
+    let mut v = serde_json::to_value(report).expect("reports serialize");
+    if let Value::Object(m) = &mut v {
+        m.remove("schema");
+        m.remove("hash");
+        m.remove("prev_hash");
+        m.insert("kind".into(), json!("run"));
+    }
+    v.to_string()
+}
+
+/// Canonical form of record `id` of `kind`, read through `conn` (inside the sealing
+/// transaction when sealing).
+pub async fn canonical(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let ts = |v: Option<chrono::DateTime<chrono::Utc>>| {
+        v.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    match kind {
+        Kind::Run => {
+            let Some(row) = sqlx::query("SELECT * FROM retentiond.runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let report = super::report_from_row(conn, &row).await?;
+            Ok(Some(canonical_run(&report)))
+        }
+        Kind::Hold => {
+            let Some(r) = sqlx::query("SELECT * FROM retentiond.holds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(
+                json!({
+                    "kind": "hold",
+                    "id": r.try_get::<i64, _>("id")?,
+                    "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
+                    "subject_kind": r.try_get::<Option<String>, _>("subject_kind")?,
+                    "subject_id": r.try_get::<Option<String>, _>("subject_id")?,
+                    "category": r.try_get::<Option<String>, _>("category")?,
+                    "reason": r.try_get::<String, _>("reason")?,
+                    "actor": r.try_get::<String, _>("actor")?,
+                    "created_at": ts(r.try_get("created_at")?),
+                    "expires_at": ts(r.try_get("expires_at")?),
+                })
+                .to_string(),
+            ))
+        }
+        Kind::HoldRelease => {
+            let Some(r) = sqlx::query("SELECT * FROM retentiond.hold_releases WHERE hold_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(
+                json!({
+                    "kind": "hold_release",
+                    "hold_id": r.try_get::<i64, _>("hold_id")?,
+                    "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
+                    "reason": r.try_get::<String, _>("reason")?,
+                    "actor": r.try_get::<String, _>("actor")?,
+                    "released_at": ts(r.try_get("released_at")?),
+                })
+                .to_string(),
+            ))
+        }
+    }
+}
+
+/// Appends record `id` of `kind` to the chain: takes the chain lock, assigns the next
+/// sequence number, hashes the canonical form with the previous hash, stores both.
+pub async fn seal(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id: i64,
+) -> Result<(i64, String), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+        .bind(CHAIN_LOCK_CLASS)
+        .execute(&mut *conn)
+        .await?;
+    let head: Option<(i64, String)> = sqlx::query_as(
+        "SELECT chain_seq, hash FROM retentiond.chain ORDER BY chain_seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (seq, prev) = match head {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS.to_owned()),
+    };
+    // chain_seq is part of the canonical form: write it first, then hash.
+    let (table, key) = table_of(kind);
+    sqlx::query(&format!(
+        "UPDATE retentiond.{table} SET chain_seq = $2 WHERE {key} = $1"
+    ))
+    .bind(id)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    let canonical = canonical(conn, kind, id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let hash = link_hash(&prev, &canonical);
+    sqlx::query(&format!(
+        "UPDATE retentiond.{table} SET prev_hash = $2, hash = $3 WHERE {key} = $1"
+    ))
+    .bind(id)
+    .bind(&prev)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok((seq, hash))
+}
+
+fn table_of(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Run => ("runs", "id"),
+        Kind::Hold => ("holds", "id"),
+        Kind::HoldRelease => ("hold_releases", "hold_id"),
+    }
+}
+
+/// The outcome of `audit verify`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Verification {
+    /// Records checked.
+    pub records: u64,
+    /// Hash of the last record (anchor it elsewhere to detect a rewritten chain).
+    pub head_hash: Option<String>,
+    /// Problems, first one first.
+    pub violations: Vec<String>,
+}
+
+/// Recomputes the whole chain and checks it is complete.
+pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error> {
+    let entries: Vec<(Option<i64>, String, i64, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT chain_seq, kind, ref_id, prev_hash, hash FROM retentiond.chain ORDER BY chain_seq, kind, ref_id")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut v = Verification::default();
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_owned();
+    for (seq, kind, ref_id, prev_hash, hash) in entries {
+        v.records += 1;
+        let seq = seq.unwrap_or(-1);
+        let what = describe(conn, &kind, ref_id).await?;
+        if seq != expected_seq {
+            v.violations.push(if seq > expected_seq {
+                format!("record {expected_seq} is missing: the chain jumps to {seq} ({what}); records were deleted")
+            } else {
+                format!("record {seq} ({what}) appears twice or out of order; records were inserted or reordered")
+            });
+        }
+        if prev_hash.as_deref() != Some(prev.as_str()) {
+            v.violations.push(format!(
+                "record {seq} ({what}): prev_hash does not match the hash of the record before it; records were reordered, inserted or deleted"
+            ));
+        }
+        match Kind::parse(&kind) {
+            Some(k) => {
+                let canonical = canonical(conn, k, ref_id).await?.unwrap_or_default();
+                let recomputed = link_hash(prev_hash.as_deref().unwrap_or(""), &canonical);
+                if hash.as_deref() != Some(recomputed.as_str()) {
+                    v.violations.push(format!("record {seq} ({what}): content does not match its hash; the record was edited"));
+                }
+            }
+            None => v
+                .violations
+                .push(format!("record {seq}: unknown kind `{kind}`")),
+        }
+        prev = hash.unwrap_or_default();
+        expected_seq = seq.max(expected_seq) + 1;
+    }
+    v.head_hash = (v.records > 0).then(|| prev.clone());
+    // Completeness: every finished record must be in the chain.
+    let unsealed: Vec<String> = sqlx::query_scalar(
+        "SELECT 'run ' || run_id::text FROM retentiond.runs WHERE status <> 'running' AND hash IS NULL \
+         UNION ALL SELECT 'hold ' || id FROM retentiond.holds WHERE hash IS NULL \
+         UNION ALL SELECT 'release of hold ' || hold_id FROM retentiond.hold_releases WHERE hash IS NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for u in unsealed {
+        v.violations.push(format!(
+            "{u} is finished but not in the chain; it was inserted outside retentiond"
+        ));
+    }
+    let orphans: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT x.run_id::text FROM retentiond.rule_results x LEFT JOIN retentiond.runs r ON r.run_id = x.run_id WHERE r.run_id IS NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for o in orphans {
+        v.violations.push(format!(
+            "rule results of run {o} remain but the run record is gone; it was deleted"
+        ));
+    }
+    Ok(v)
+}
+
+async fn describe(conn: &mut PgConnection, kind: &str, id: i64) -> Result<String, sqlx::Error> {
+    Ok(match kind {
+        "run" => {
+            let run_id: Option<uuid::Uuid> =
+                sqlx::query_scalar("SELECT run_id FROM retentiond.runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            format!(
+                "run {}",
+                run_id
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| format!("#{id}"))
+            )
+        }
+        "hold" => format!("hold {id}"),
+        _ => format!("release of hold {id}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_hash_is_sha256_of_prev_newline_content() {
+        assert_eq!(
+            link_hash(GENESIS, "{}"),
+            hex::encode(Sha256::digest(format!("{GENESIS}\n{{}}").as_bytes()))
+        );
+        assert_ne!(
+            link_hash(GENESIS, "{\"a\":1}"),
+            link_hash(GENESIS, "{\"a\":2}")
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! The command line (SPEC §5): names, flags and exit codes are a contract.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// retentiond: enforce data-retention rules on PostgreSQL and S3-compatible storage.
+#[derive(Debug, Parser)]
+#[command(name = "retentiond", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The retention config.
+    #[arg(
+        long,
+        global = true,
+        env = "RETENTIOND_CONFIG",
+        default_value = "retention.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format: human-readable text, or JSON lines.
+    #[arg(long, global = true, env = "RETENTIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `retentiond=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "RETENTIOND_LOG",
+        default_value = "warn,retentiond=info"
+    )]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For terminals.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output formats for results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table for terminals.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// A table for terminals.
+    Text,
+    /// The JSON contract (docs/report.schema.json).
+    Json,
+    /// Markdown.
+    Markdown,
+    /// A self-contained HTML page.
+    Html,
+}
+
+/// Policy formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFormat {
+    /// Markdown table.
+    Markdown,
+    /// HTML table.
+    Html,
+    /// JSON.
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: scheduler, HTTP endpoints, graceful shutdown.
+    Run(RunArgs),
+    /// One run now; prints its report.
+    Sweep(SweepArgs),
+    /// Parse the config and preflight every store; changes nothing.
+    Validate(FormatArg),
+    /// Every rule's cutoff, next scheduled times and due counts; changes nothing.
+    Plan(PlanArgs),
+    /// Run reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// For every rule: records that should be gone but are not.
+    Conformance(FormatArg),
+    /// Legal holds.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// The right to erasure for one subject, across every rule with a subject column.
+    Erase(EraseArgs),
+    /// The retention schedule as a table a privacy policy can quote.
+    Policy(PolicyArgs),
+    /// Apply the audit schema migrations.
+    Migrate,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How long shutdown may take (finish the current batch, record the run), e.g. 30s.
+    #[arg(long, env = "RETENTIOND_GRACE_PERIOD")]
+    pub grace_period: Option<String>,
+    /// Skip catch-up of overdue rules at start.
+    #[arg(long)]
+    pub no_catch_up: bool,
+}
+
+/// `sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Only these rules (repeatable).
+    #[arg(long = "rule", value_name = "RULE")]
+    pub rules: Vec<String>,
+    /// Only rules of these categories (repeatable).
+    #[arg(long = "category", value_name = "CATEGORY")]
+    pub categories: Vec<String>,
+    /// Count and sample what would go; change nothing but the audit record.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Dry-run only: compute cutoffs as of TIME (RFC 3339, YYYY-MM-DD, or +7d / -2h from now).
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// Proceed even when a rule's max_delete would be exceeded.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Who is running this (recorded in the audit trail).
+    #[arg(long, env = "RETENTIOND_ACTOR")]
+    pub actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `--format` alone.
+#[derive(Debug, Args)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Compute cutoffs as of TIME instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `report …`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Runs, newest first.
+    List {
+        /// Only runs started at or after TIME.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only runs that include RULE.
+        #[arg(long, value_name = "RULE")]
+        rule: Option<String>,
+        /// Only runs with this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// One run's report.
+    Show {
+        /// Run id, a unique prefix of it, or `latest`.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+/// `audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and check completeness; exit 4 on tampering.
+    Verify(FormatArg),
+}
+
+/// `hold …`.
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a legal hold on a subject or a whole category.
+    #[command(group(ArgGroup::new("target").required(true).args(["subject", "category"])))]
+    Add {
+        /// KIND:ID, e.g. account:42.
+        #[arg(long)]
+        subject: Option<String>,
+        /// A category name from the config.
+        #[arg(long)]
+        category: Option<String>,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// When the hold lapses on its own.
+        #[arg(long, value_name = "TIME")]
+        expires: Option<String>,
+        /// Who places it.
+        #[arg(long, env = "RETENTIOND_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Active holds (all holds with --all).
+    List {
+        /// Include released and expired holds.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Release a hold.
+    Release {
+        /// Hold id.
+        id: i64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Who releases it.
+        #[arg(long, env = "RETENTIOND_ACTOR")]
+        actor: Option<String>,
+    },
+}
+
+/// `erase`.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// KIND:ID, e.g. account:42.
+    #[arg(long)]
+    pub subject: String,
+    /// Report what would be erased; change nothing but the audit record.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who requests it.
+    #[arg(long, env = "RETENTIOND_ACTOR")]
+    pub actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `policy`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PolicyFormat::Markdown)]
+    pub format: PolicyFormat,
+}

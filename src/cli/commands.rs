@@ -1,0 +1,643 @@
+//! One function per command.
+
+use std::path::Path;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::args::*;
+use super::{actor, connect_audit, connect_stores, load_config, parse_time, CmdResult, Exit, Fail};
+use crate::audit::holds::HoldTarget;
+use crate::audit::{chain, RunFilter};
+use crate::config::{Config, Rule};
+use crate::preflight::{self, Preflight};
+use crate::report::{render_html, render_markdown, render_text};
+use crate::sweep::{Engine, Mode, RunRequest};
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// The rules selected by `--rule` / `--category` (all enabled rules when neither is given).
+fn select<'a>(
+    config: &'a Config,
+    rules: &[String],
+    categories: &[String],
+) -> Result<Vec<&'a Rule>, Fail> {
+    for r in rules {
+        if config.rule(r).is_none() {
+            return Err(Fail::usage(format!(
+                "unknown rule `{r}` (see `retentiond plan`)"
+            )));
+        }
+    }
+    for c in categories {
+        if !config.categories.contains_key(c) {
+            return Err(Fail::usage(format!("unknown category `{c}`")));
+        }
+    }
+    Ok(config
+        .rules
+        .iter()
+        .filter(|r| {
+            let named = rules.is_empty() || rules.contains(&r.name);
+            let in_category = categories.is_empty() || categories.contains(&r.category);
+            named && in_category && (r.enabled || rules.contains(&r.name))
+        })
+        .collect())
+}
+
+fn print_findings(pf: &Preflight) {
+    for w in &pf.warnings {
+        eprintln!("warning: rule {}: {}", w.rule, w.message);
+    }
+    for e in &pf.errors {
+        eprintln!("error: rule {}: {}", e.rule, e.message);
+    }
+}
+
+/// Connects, migrates, recovers interrupted runs and preflights: everything a run needs.
+pub(crate) async fn prepare(
+    config_path: &Path,
+    rules: &[String],
+    categories: &[String],
+) -> Result<(Engine, Vec<String>, Preflight), Fail> {
+    let config = load_config(config_path)?;
+    let selected = select(&config, rules, categories)?;
+    let names: Vec<String> = selected.iter().map(|r| r.name.clone()).collect();
+    let audit = connect_audit(&config).await?;
+    let stores = connect_stores(&config, &selected).await?;
+    let pf = preflight::check(&config, &stores, &selected).await;
+    print_findings(&pf);
+    if !pf.ok() {
+        return Err(Fail::usage(format!(
+            "preflight failed for {} rule(s); nothing was changed",
+            pf.errors.len()
+        )));
+    }
+    audit
+        .migrate()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+    for run in audit
+        .recover_interrupted()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to recover interrupted runs: {e}")))?
+    {
+        tracing::warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
+    }
+    let engine = Engine {
+        config,
+        stores,
+        audit,
+        shutdown: CancellationToken::new(),
+    };
+    Ok((engine, names, pf))
+}
+
+/// Cancels `token` on SIGTERM or SIGINT, so a manual sweep stops between batches too.
+pub(crate) fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        crate::schedule::shutdown_signal().await;
+        tracing::warn!("shutdown requested: finishing the current batch");
+        token.cancel();
+    });
+}
+
+pub async fn sweep(config_path: &Path, a: SweepArgs) -> CmdResult {
+    if a.as_of.is_some() && !a.dry_run {
+        return Err(Fail::usage("--as-of is only allowed with --dry-run: an enforcing sweep always uses the database clock"));
+    }
+    let as_of = a
+        .as_of
+        .as_deref()
+        .map(|s| parse_time(s, Utc::now()))
+        .transpose()
+        .map_err(Fail::usage)?;
+    let (engine, names, pf) = prepare(config_path, &a.rules, &a.categories).await?;
+    cancel_on_signal(engine.shutdown.clone());
+    let req = RunRequest {
+        rules: names,
+        mode: if a.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Enforce
+        },
+        as_of,
+        trigger: "manual".into(),
+        actor: actor(a.actor),
+        allow_mass_delete: a.allow_mass_delete,
+        lock_rules: true,
+    };
+    let outcome = engine.run(&req, &pf).await?;
+    match a.format {
+        Format::Json => print_json(&outcome.report),
+        Format::Text => print!("{}", render_text(&outcome.report)),
+    }
+    Ok(match outcome.exit_code() {
+        3 => Exit::Refused,
+        1 => Exit::Failures,
+        _ if outcome.report.status == "interrupted" => Exit::Ok,
+        _ => Exit::Ok,
+    })
+}
+
+pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
+    let config = load_config(config_path)?;
+    let all: Vec<&Rule> = config.rules.iter().collect();
+    let stores = connect_stores(&config, &all).await?;
+    let audit = connect_audit(&config).await?;
+    drop(audit);
+    let pf = preflight::check(&config, &stores, &all).await;
+    match a.format {
+        Format::Json => print_json(&serde_json::json!({
+            "config": config.path, "config_sha256": config.sha256, "rules": config.rules.len(),
+            "ok": pf.ok(), "errors": pf.errors, "warnings": pf.warnings,
+        })),
+        Format::Text => {
+            print_findings(&pf);
+            if pf.ok() {
+                println!(
+                    "{}: ok — {} rules, {} categories, {} stores, every store reachable, every rule passes the preflight",
+                    config.path.display(),
+                    config.rules.len(),
+                    config.categories.len(),
+                    config.stores.len()
+                );
+            }
+        }
+    }
+    if pf.ok() {
+        Ok(Exit::Ok)
+    } else {
+        Err(Fail::usage(format!(
+            "preflight failed for {} rule(s)",
+            pf.errors.len()
+        )))
+    }
+}
+
+pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
+    let config = load_config(config_path)?;
+    let as_of = a
+        .as_of
+        .as_deref()
+        .map(|s| parse_time(s, Utc::now()))
+        .transpose()
+        .map_err(Fail::usage)?;
+    let all: Vec<&Rule> = config.rules.iter().collect();
+    let stores = connect_stores(&config, &all).await?;
+    let audit = connect_audit(&config).await?;
+    let pf = preflight::check(&config, &stores, &all).await;
+    print_findings(&pf);
+    let engine = Engine {
+        config: config.clone(),
+        stores,
+        audit,
+        shutdown: CancellationToken::new(),
+    };
+    let from = as_of.unwrap_or_else(Utc::now);
+    let mut rows = Vec::new();
+    for rule in &config.rules {
+        let schedule = config.schedule_of(rule);
+        let mut next = Vec::new();
+        let mut t = from;
+        for _ in 0..3 {
+            match schedule.next_after(&t) {
+                Some(n) => {
+                    next.push(n);
+                    t = n;
+                }
+                None => break,
+            }
+        }
+        let report = engine
+            .evaluate(rule, Mode::DryRun, as_of, pf.prepared.get(&rule.name))
+            .await;
+        rows.push(serde_json::json!({
+            "rule": rule.name, "category": rule.category, "place": rule.place(&config), "action": rule.action.as_str(),
+            "retain": rule.retain.to_string(), "enabled": rule.enabled, "schedule": schedule.expr,
+            "cutoff": report.cutoff, "next_runs": next, "due": report.matched, "held": report.held,
+            "bytes": report.bytes, "status": report.status, "errors": report.errors,
+        }));
+    }
+    match a.format {
+        Format::Json => print_json(&serde_json::json!({ "as_of": from, "rules": rows })),
+        Format::Text => {
+            println!(
+                "plan as of {} (counts only; nothing is changed)\n",
+                from.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            println!(
+                "  {:24} {:8} {:23} {:>9} {:>7}  {:20}  NEXT RUN",
+                "RULE", "RETAIN", "CUTOFF", "DUE", "HELD", "SCHEDULE"
+            );
+            for r in &rows {
+                let cutoff = r["cutoff"]
+                    .as_str()
+                    .map(|s| s.chars().take(19).collect::<String>().replace('T', " ") + " UTC")
+                    .unwrap_or_else(|| "-".into());
+                let next = r["next_runs"][0]
+                    .as_str()
+                    .map(|s| s.chars().take(19).collect::<String>().replace('T', " "))
+                    .unwrap_or_default();
+                println!(
+                    "  {:24} {:8} {:23} {:>9} {:>7}  {:20}  {}{}",
+                    r["rule"].as_str().unwrap_or(""),
+                    r["retain"].as_str().unwrap_or(""),
+                    cutoff,
+                    r["due"],
+                    r["held"],
+                    r["schedule"].as_str().unwrap_or(""),
+                    next,
+                    if r["status"] == "failed" {
+                        format!("  (error: {})", r["errors"][0].as_str().unwrap_or(""))
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    if pf.ok() {
+        Ok(Exit::Ok)
+    } else {
+        Err(Fail::usage("preflight failed"))
+    }
+}
+
+pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
+    let config = load_config(config_path)?;
+    let audit = connect_audit(&config).await?;
+    match cmd {
+        ReportCommand::List {
+            since,
+            rule,
+            status,
+            limit,
+            format,
+        } => {
+            let since = since
+                .as_deref()
+                .map(|s| parse_time(s, Utc::now()))
+                .transpose()
+                .map_err(Fail::usage)?;
+            let runs = audit
+                .list_runs(&RunFilter {
+                    since,
+                    rule,
+                    status,
+                    limit,
+                })
+                .await
+                .map_err(|e| Fail::runtime(format!("failed to read runs: {e}")))?;
+            match format {
+                Format::Json => print_json(&runs),
+                Format::Text => {
+                    println!(
+                        "  {:36}  {:20}  {:9}  {:8}  {:12}  {:>8}  {:>8}  {:>6}  {:>6}",
+                        "RUN",
+                        "STARTED",
+                        "TRIGGER",
+                        "MODE",
+                        "STATUS",
+                        "DELETED",
+                        "ANONYM.",
+                        "HELD",
+                        "FAILED"
+                    );
+                    for r in &runs {
+                        let (_, d, an, h, f, _) = r.totals();
+                        println!(
+                            "  {:36}  {:20}  {:9}  {:8}  {:12}  {:>8}  {:>8}  {:>6}  {:>6}",
+                            r.run_id,
+                            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                            r.trigger,
+                            r.mode,
+                            r.status,
+                            d,
+                            an,
+                            h,
+                            f
+                        );
+                    }
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        ReportCommand::Show { run, format } => {
+            let report = audit
+                .load_run(&run)
+                .await
+                .map_err(|e| Fail::runtime(format!("failed to read run: {e}")))?
+                .ok_or_else(|| {
+                    Fail::usage(format!(
+                        "no run matches `{run}` (use a full id, a unique prefix, or `latest`)"
+                    ))
+                })?;
+            match format {
+                ReportFormat::Json => print_json(&report),
+                ReportFormat::Text => print!("{}", render_text(&report)),
+                ReportFormat::Markdown => print!("{}", render_markdown(&report)),
+                ReportFormat::Html => {
+                    let history = audit
+                        .list_runs(&RunFilter {
+                            since: None,
+                            rule: None,
+                            status: None,
+                            limit: 30,
+                        })
+                        .await
+                        .unwrap_or_default();
+                    println!("{}", render_html(&report, &history));
+                }
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+pub async fn audit(config_path: &Path, cmd: AuditCommand) -> CmdResult {
+    let AuditCommand::Verify(a) = cmd;
+    let config = load_config(config_path)?;
+    let audit = connect_audit(&config).await?;
+    let mut conn = audit
+        .pool
+        .acquire()
+        .await
+        .map_err(|e| Fail::runtime(e.to_string()))?;
+    let v = chain::verify(&mut conn)
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to read the audit trail: {e}")))?;
+    match a.format {
+        Format::Json => print_json(&v),
+        Format::Text => {
+            if v.violations.is_empty() {
+                println!(
+                    "audit trail ok: {} records, hash chain intact, every finished record sealed",
+                    v.records
+                );
+                if let Some(h) = &v.head_hash {
+                    println!("head hash {h}");
+                }
+            } else {
+                println!(
+                    "AUDIT TRAIL VIOLATION: {} problem(s) in {} records; first: {}",
+                    v.violations.len(),
+                    v.records,
+                    v.violations[0]
+                );
+                for x in &v.violations[1..] {
+                    println!("  also: {x}");
+                }
+            }
+        }
+    }
+    Ok(if v.violations.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Violation
+    })
+}
+
+pub async fn conformance(config_path: &Path, a: FormatArg) -> CmdResult {
+    let config = load_config(config_path)?;
+    let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
+    let stores = connect_stores(&config, &rules).await?;
+    let audit = connect_audit(&config).await?;
+    let pf = preflight::check(&config, &stores, &rules).await;
+    print_findings(&pf);
+    if !pf.ok() {
+        return Err(Fail::usage("preflight failed"));
+    }
+    let engine = Engine {
+        config: config.clone(),
+        stores,
+        audit,
+        shutdown: CancellationToken::new(),
+    };
+    let results = crate::conformance::check(&engine, &pf).await;
+    let violations = results.iter().filter(|r| r.overdue > 0).count();
+    let errors = results.iter().filter(|r| r.error.is_some()).count();
+    match a.format {
+        Format::Json => print_json(
+            &serde_json::json!({ "ok": violations == 0 && errors == 0, "rules": results }),
+        ),
+        Format::Text => {
+            println!(
+                "  {:24} {:23} {:>9} {:>7}  OLDEST OVERDUE",
+                "RULE", "CUTOFF", "OVERDUE", "HELD"
+            );
+            for r in &results {
+                println!(
+                    "  {:24} {:23} {:>9} {:>7}  {}{}",
+                    r.rule,
+                    r.cutoff
+                        .map(|c| c.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    r.overdue,
+                    r.held,
+                    r.oldest_overdue_age.clone().unwrap_or_else(|| "-".into()),
+                    r.error
+                        .as_ref()
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            if violations > 0 {
+                println!("\nVIOLATION: {violations} rule(s) keep records past their cutoff");
+            } else if errors == 0 {
+                println!("\nok: nothing is kept past its cutoff (held records excepted)");
+            }
+        }
+    }
+    Ok(if violations > 0 {
+        Exit::Violation
+    } else if errors > 0 {
+        Exit::Failures
+    } else {
+        Exit::Ok
+    })
+}
+
+pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
+    let config = load_config(config_path)?;
+    let audit = connect_audit(&config).await?;
+    audit
+        .migrate()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+    match cmd {
+        HoldCommand::Add {
+            subject,
+            category,
+            reason,
+            expires,
+            actor: who,
+        } => {
+            let target = match (subject, category) {
+                (Some(s), None) => {
+                    let t = HoldTarget::parse_subject(&s).map_err(Fail::usage)?;
+                    if let HoldTarget::Subject { kind, .. } = &t {
+                        if !config
+                            .rules
+                            .iter()
+                            .any(|r| r.subject().is_some_and(|x| &x.kind == kind))
+                        {
+                            eprintln!("warning: no rule has a subject of kind `{kind}`; this hold protects nothing yet");
+                        }
+                    }
+                    t
+                }
+                (None, Some(c)) => {
+                    if !config.categories.contains_key(&c) {
+                        return Err(Fail::usage(format!("unknown category `{c}`")));
+                    }
+                    HoldTarget::Category(c)
+                }
+                _ => return Err(Fail::usage("give exactly one of --subject or --category")),
+            };
+            if reason.trim().is_empty() {
+                return Err(Fail::usage("--reason must not be empty"));
+            }
+            let expires = expires
+                .as_deref()
+                .map(|s| parse_time(s, Utc::now()))
+                .transpose()
+                .map_err(Fail::usage)?;
+            let id = audit
+                .add_hold(&target, &reason, &actor(who), expires)
+                .await
+                .map_err(|e| Fail::runtime(format!("failed to place the hold: {e}")))?;
+            println!("hold {id} placed on {target}");
+            Ok(Exit::Ok)
+        }
+        HoldCommand::List { all, format } => {
+            let holds = audit
+                .list_holds(all)
+                .await
+                .map_err(|e| Fail::runtime(e.to_string()))?;
+            match format {
+                Format::Json => print_json(&holds),
+                Format::Text => {
+                    println!(
+                        "  {:>5}  {:28}  {:7}  {:20}  {:20}  {:14}  REASON",
+                        "ID", "ON", "ACTIVE", "PLACED", "EXPIRES", "BY"
+                    );
+                    for h in &holds {
+                        println!(
+                            "  {:>5}  {:28}  {:7}  {:20}  {:20}  {:14}  {}",
+                            h.id,
+                            h.target,
+                            if h.active { "yes" } else { "no" },
+                            h.created_at.format("%Y-%m-%d %H:%M:%S"),
+                            h.expires_at
+                                .map(|e| e.format("%Y-%m-%d %H:%M:%S").to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            h.actor,
+                            h.reason
+                        );
+                    }
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        HoldCommand::Release {
+            id,
+            reason,
+            actor: who,
+        } => {
+            if reason.trim().is_empty() {
+                return Err(Fail::usage("--reason must not be empty"));
+            }
+            audit
+                .release_hold(id, &reason, &actor(who))
+                .await
+                .map_err(|e| match e {
+                    crate::audit::holds::HoldError::Db(db) => Fail::runtime(db),
+                    other => Fail::usage(other),
+                })?;
+            println!("hold {id} released");
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
+    let target = HoldTarget::parse_subject(&a.subject).map_err(Fail::usage)?;
+    let HoldTarget::Subject { kind, id } = target else {
+        unreachable!("parse_subject returns a subject")
+    };
+    let config = load_config(config_path)?;
+    let rules: Vec<String> = config
+        .rules
+        .iter()
+        .filter(|r| r.subject().is_some_and(|s| s.kind == kind))
+        .map(|r| r.name.clone())
+        .collect();
+    if rules.is_empty() {
+        return Err(Fail::usage(format!(
+            "no rule has a subject of kind `{kind}`"
+        )));
+    }
+    let key = std::env::var(&config.hmac_key_env).unwrap_or_default();
+    if key.is_empty() {
+        return Err(Fail::usage(format!(
+            "erase stores the subject only as a keyed hash: set the key in {} ([anonymise] hmac_key_env)",
+            config.hmac_key_env
+        )));
+    }
+    let (engine, names, pf) = prepare(config_path, &rules, &[]).await?;
+    cancel_on_signal(engine.shutdown.clone());
+    let outcome = engine
+        .erase(
+            &names,
+            &kind,
+            &id,
+            if a.dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Enforce
+            },
+            &actor(a.actor),
+            &pf,
+        )
+        .await?;
+    match a.format {
+        Format::Json => print_json(&outcome.report),
+        Format::Text => print!("{}", render_text(&outcome.report)),
+    }
+    Ok(if outcome.exit_code() == 1 {
+        Exit::Failures
+    } else {
+        Exit::Ok
+    })
+}
+
+pub fn policy(config_path: &Path, a: PolicyArgs) -> CmdResult {
+    let config = load_config(config_path)?;
+    let out = match a.format {
+        PolicyFormat::Markdown => crate::policy::markdown(&config),
+        PolicyFormat::Html => crate::policy::html(&config),
+        PolicyFormat::Json => {
+            serde_json::to_string_pretty(&crate::policy::rows(&config)).expect("serializable")
+        }
+    };
+    println!("{out}");
+    Ok(Exit::Ok)
+}
+
+pub async fn migrate(config_path: &Path) -> CmdResult {
+    let config = load_config(config_path)?;
+    let audit = connect_audit(&config).await?;
+    audit
+        .migrate()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+    println!("audit schema `retentiond` is up to date");
+    Ok(Exit::Ok)
+}
+
+pub async fn run_daemon(config_path: &Path, a: RunArgs) -> CmdResult {
+    crate::schedule::run_daemon(config_path, a.grace_period.as_deref(), !a.no_catch_up).await
+}

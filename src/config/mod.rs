@@ -1,0 +1,1020 @@
+//! `retention.toml`: loaded once, validated into typed values, positioned errors.
+//!
+//! Loading never touches a store. Anything wrong in the file — syntax, a wrong type, an
+//! unknown key, a bad duration or cron expression, an unknown store or category, a
+//! `retain` below its category's legal floor, a hostile identifier — becomes one
+//! [`ConfigError`] naming file, line, column and field.
+
+mod error;
+mod ident;
+mod period;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+pub use error::{line_col, ConfigError, FieldPath, Locator};
+pub use ident::{Ident, IdentError, TableName};
+pub use period::{Period, PeriodError};
+
+use crate::anonymise::Strategy;
+use raw::*;
+
+/// Default batch size when `[daemon] batch_size` is not set.
+pub const DEFAULT_BATCH_SIZE: u32 = 5_000;
+/// Default target duration of one batch.
+pub const DEFAULT_MAX_BATCH_DURATION_MS: u64 = 250;
+/// Default cron schedule (03:00:00 every day).
+pub const DEFAULT_SCHEDULE: &str = "0 0 3 * * *";
+/// Default listen address of the HTTP endpoints.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+/// DeleteObjects requests in flight per S3 store unless configured.
+pub const DEFAULT_S3_IN_FLIGHT: u32 = 8;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// SHA-256 (hex) of the file's bytes, recorded with every run.
+    pub sha256: String,
+    /// `[daemon]`.
+    pub daemon: Daemon,
+    /// `[http]`.
+    pub http: Http,
+    /// Name of the environment variable holding the HMAC key for `hash`.
+    pub hmac_key_env: String,
+    /// `[audit]`.
+    pub audit: Audit,
+    /// `[stores.*]` by name.
+    pub stores: BTreeMap<String, StoreConfig>,
+    /// `[categories.*]` by name.
+    pub categories: BTreeMap<String, Category>,
+    /// `[[rules]]` in file order.
+    pub rules: Vec<Rule>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Default schedule for rules without one.
+    pub schedule: Schedule,
+    /// Rows per batch to start with.
+    pub batch_size: u32,
+    /// Smallest batch adaptive sizing may shrink to.
+    pub min_batch_size: u32,
+    /// Largest batch adaptive sizing may grow to.
+    pub max_batch_size: u32,
+    /// Target duration of one batch.
+    pub max_batch_duration: std::time::Duration,
+    /// Time a shutdown may take before the process gives up waiting (default 30 s).
+    pub grace_period: std::time::Duration,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: SocketAddr,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// The Postgres store holding the `retentiond` schema.
+    pub store: String,
+    /// Where JSON / Markdown / HTML copies of run reports are written.
+    pub report_dir: Option<PathBuf>,
+    /// An S3 store receiving report copies.
+    pub report_store: Option<String>,
+    /// Key prefix of report copies in `report_store`.
+    pub report_prefix: String,
+    /// Whether sample keys are stored in the trail (they may be personal data).
+    pub samples: bool,
+}
+
+/// A cron schedule with seconds, parsed at load.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// As written.
+    pub expr: String,
+    /// Parsed.
+    pub cron: croner::Cron,
+}
+
+impl Schedule {
+    /// Parses a six-field cron expression (seconds first).
+    pub fn parse(expr: &str) -> Result<Self, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse(expr)
+            .map_err(|e| format!("invalid cron expression `{expr}`: {e}; expected six fields with seconds first, e.g. \"0 0 3 * * *\""))?;
+        Ok(Self {
+            expr: expr.to_owned(),
+            cron,
+        })
+    }
+
+    /// The next time after `t` the schedule fires.
+    pub fn next_after(
+        &self,
+        t: &chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.cron.find_next_occurrence(t, false).ok()
+    }
+}
+
+/// `[stores.NAME]`.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A PostgreSQL database.
+    Postgres(PostgresStore),
+    /// An S3-compatible bucket.
+    S3(S3Store),
+}
+
+/// A Postgres store: the URL comes from an env var or a file, never from the config.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    /// Environment variable holding the URL.
+    pub url_env: Option<String>,
+    /// File holding the URL.
+    pub url_file: Option<PathBuf>,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// An S3 store; credentials come from the standard AWS chain.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    /// Bucket.
+    pub bucket: String,
+    /// Region (default `us-east-1`).
+    pub region: String,
+    /// Environment variable holding a custom endpoint URL.
+    pub endpoint_env: Option<String>,
+    /// Path-style addressing (MinIO, Garage, moto).
+    pub force_path_style: bool,
+    /// DeleteObjects requests in flight.
+    pub max_in_flight: u32,
+}
+
+/// `[categories.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Category {
+    /// Name.
+    pub name: String,
+    /// What the data is.
+    pub description: String,
+    /// GDPR legal basis.
+    pub legal_basis: String,
+    /// Legal floor: nothing of this category is removed sooner.
+    pub min_retain: Option<Period>,
+    /// Ceiling: no rule may keep it longer.
+    pub max_retain: Option<Period>,
+}
+
+/// What a rule does to due records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Remove.
+    Delete,
+    /// Overwrite identifying columns.
+    Anonymise,
+}
+
+impl Action {
+    /// `delete` or `anonymise`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Anonymise => "anonymise",
+        }
+    }
+}
+
+/// How the age column stores time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgeFormat {
+    /// timestamptz, timestamp (read as UTC) or date, decided by the column's type.
+    Native,
+    /// Integer seconds since the epoch.
+    EpochSeconds,
+    /// Integer milliseconds since the epoch.
+    EpochMillis,
+}
+
+/// The `max_delete` safety guard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many records per run.
+    Count(u64),
+    /// At most this percentage of the table per run.
+    Percent(f64),
+}
+
+impl MaxDelete {
+    /// Whether removing `due` of `total` records exceeds the guard.
+    pub fn exceeded(&self, due: u64, total: u64) -> bool {
+        match *self {
+            Self::Count(n) => due > n,
+            Self::Percent(p) => (due as f64) > (total as f64) * p / 100.0,
+        }
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// Whose record a row is, for holds and erasure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// Kind, e.g. `account`.
+    pub kind: String,
+    /// Column holding the id.
+    pub column: Ident,
+}
+
+/// Objects a table row points at.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    /// The S3 store.
+    pub store: String,
+    /// Columns holding keys, `text` or `text[]`.
+    pub key_columns: Vec<Ident>,
+}
+
+/// What happens to whole partitions that are past the cutoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionMode {
+    /// Detach, then drop.
+    Drop,
+    /// Detach and keep.
+    Detach,
+    /// Detach and move to this schema.
+    Archive(Ident),
+}
+
+/// A rule over a Postgres table.
+#[derive(Debug, Clone)]
+pub struct TableTarget {
+    /// The table.
+    pub table: TableName,
+    /// The age column.
+    pub age_column: Ident,
+    /// How the age column stores time.
+    pub age_format: AgeFormat,
+    /// Extra SQL condition (trusted operator input, checked by the preflight).
+    pub filter: Option<String>,
+    /// Subject column for holds and erasure.
+    pub subject: Option<Subject>,
+    /// Columns and strategies, for `anonymise`.
+    pub anonymise: Vec<(Ident, Strategy)>,
+    /// Linked objects.
+    pub objects: Option<Objects>,
+    /// Partition handling; `None` means row deletes everywhere.
+    pub partitions: Option<PartitionMode>,
+    /// Run `ANALYZE` after a large delete.
+    pub vacuum_analyze: bool,
+}
+
+/// Which object versions a prefix rule removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// Every version and delete marker of an expired key.
+    All,
+    /// Only current versions (a versioned bucket keeps the history).
+    Current,
+}
+
+/// A rule over an S3 prefix.
+#[derive(Debug, Clone)]
+pub struct PrefixTarget {
+    /// Key prefix.
+    pub prefix: String,
+    /// Prefixes left alone.
+    pub exclude: Vec<String>,
+    /// Which versions go.
+    pub versions: Versions,
+    /// Abort incomplete multipart uploads older than this.
+    pub abort_multipart_after: Option<Period>,
+    /// Only objects carrying all these tags.
+    pub tags: BTreeMap<String, String>,
+    /// Remove versions under governance-mode retention (never by default).
+    pub bypass_governance_retention: bool,
+}
+
+/// Where a rule applies.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Postgres table.
+    Table(TableTarget),
+    /// An S3 prefix.
+    Prefix(PrefixTarget),
+}
+
+/// `[[rules]]`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// Category name.
+    pub category: String,
+    /// Store name.
+    pub store: String,
+    /// Keep records this long.
+    pub retain: Period,
+    /// What happens to due records.
+    pub action: Action,
+    /// Own schedule, else `[daemon] schedule`.
+    pub schedule: Option<Schedule>,
+    /// Safety guard.
+    pub max_delete: Option<MaxDelete>,
+    /// Disabled rules are validated but never run.
+    pub enabled: bool,
+    /// Table or prefix.
+    pub target: Target,
+}
+
+impl Rule {
+    /// The table or `s3://bucket/prefix` the rule works on (bucket filled by the caller).
+    pub fn place(&self, config: &Config) -> String {
+        match &self.target {
+            Target::Table(t) => t.table.to_string(),
+            Target::Prefix(p) => match config.stores.get(&self.store) {
+                Some(StoreConfig::S3(s)) => format!("s3://{}/{}", s.bucket, p.prefix),
+                _ => p.prefix.clone(),
+            },
+        }
+    }
+
+    /// The subject of a table rule, if any.
+    pub fn subject(&self) -> Option<&Subject> {
+        match &self.target {
+            Target::Table(t) => t.subject.as_ref(),
+            Target::Prefix(_) => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Touches no store.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|e| {
+            let (line, column) = line_col(
+                &String::from_utf8_lossy(&bytes),
+                e.utf8_error().valid_up_to(),
+            );
+            ConfigError {
+                file: path.to_owned(),
+                line,
+                column,
+                field: "(document)".into(),
+                message: "the file is not valid UTF-8".into(),
+            }
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let loc = Locator::new(path, text);
+        let raw: RawConfig = deserialize(&loc, text)?;
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        validate(&loc, raw, path, sha256)
+    }
+
+    /// The category of `rule`.
+    pub fn category_of(&self, rule: &Rule) -> &Category {
+        &self.categories[&rule.category]
+    }
+
+    /// The schedule `rule` follows.
+    pub fn schedule_of<'a>(&'a self, rule: &'a Rule) -> &'a Schedule {
+        rule.schedule.as_ref().unwrap_or(&self.daemon.schedule)
+    }
+
+    /// Finds a rule by name.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+fn deserialize(loc: &Locator<'_>, text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().clone();
+        let inner = err.into_inner();
+        let offset = inner.span().map(|s| s.start).unwrap_or(0);
+        let message = inner.message().trim().to_owned();
+        let mut field = path_to_string(&path);
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            field = if field.is_empty() {
+                missing.to_owned()
+            } else {
+                format!("{field}.{missing}")
+            };
+        }
+        if field.is_empty() || field == "?" {
+            field = error::key_on_line(text, offset).unwrap_or_else(|| "(document)".into());
+        }
+        loc.at_offset(offset, &field, message)
+    })
+}
+
+fn path_to_string(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn validate(
+    loc: &Locator<'_>,
+    raw: RawConfig,
+    path: &Path,
+    sha256: String,
+) -> Result<Config, ConfigError> {
+    let root = FieldPath::default();
+    let err = |p: &FieldPath, m: String| loc.at(p, m);
+
+    // [daemon]
+    let dp = root.key("daemon");
+    let schedule = Schedule::parse(raw.daemon.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE))
+        .map_err(|m| err(&dp.key("schedule"), m))?;
+    let batch_size = raw.daemon.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+    if batch_size == 0 {
+        return Err(err(&dp.key("batch_size"), "must be at least 1".into()));
+    }
+    let min_batch_size = raw
+        .daemon
+        .min_batch_size
+        .unwrap_or(batch_size.min(100))
+        .max(1);
+    let max_batch_size = raw
+        .daemon
+        .max_batch_size
+        .unwrap_or(batch_size.saturating_mul(20));
+    if min_batch_size > batch_size || batch_size > max_batch_size {
+        return Err(err(&dp.key("batch_size"), format!(
+            "expected min_batch_size ({min_batch_size}) <= batch_size ({batch_size}) <= max_batch_size ({max_batch_size})"
+        )));
+    }
+    let exact = |p: Option<Period>,
+                 field: &str,
+                 default_ms: u64|
+     -> Result<std::time::Duration, ConfigError> {
+        match p {
+            None => Ok(std::time::Duration::from_millis(default_ms)),
+            Some(p) if p.months() > 0 => Err(err(
+                &dp.key(field),
+                format!("`{p}` is a calendar period; use ms, s, m or h"),
+            )),
+            Some(p) if p.millis() == 0 => {
+                Err(err(&dp.key(field), "must be longer than zero".into()))
+            }
+            Some(p) => Ok(p.as_std()),
+        }
+    };
+    let daemon = Daemon {
+        schedule,
+        batch_size,
+        min_batch_size,
+        max_batch_size,
+        max_batch_duration: exact(
+            raw.daemon.max_batch_duration,
+            "max_batch_duration",
+            DEFAULT_MAX_BATCH_DURATION_MS,
+        )?,
+        grace_period: exact(raw.daemon.grace_period, "grace_period", 30_000)?,
+    };
+
+    // [http]
+    let listen_text = raw.http.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = SocketAddr::from_str(listen_text).map_err(|_| {
+        err(
+            &root.key("http").key("listen"),
+            format!("invalid address `{listen_text}`: expected IP:PORT, e.g. \"127.0.0.1:9187\""),
+        )
+    })?;
+
+    // [stores]
+    let mut stores = BTreeMap::new();
+    for (name, store) in raw.stores {
+        let sp = root.key("stores").key(&name);
+        check_name(&name).map_err(|m| err(&sp, m))?;
+        let store = match store {
+            RawStore::Postgres {
+                url_env,
+                url_file,
+                max_connections,
+            } => {
+                if url_env.is_none() == url_file.is_none() {
+                    return Err(err(&sp, "a postgres store needs exactly one of `url_env` or `url_file` (the URL itself never goes in the config)".into()));
+                }
+                StoreConfig::Postgres(PostgresStore {
+                    url_env,
+                    url_file: url_file.map(PathBuf::from),
+                    max_connections: max_connections.unwrap_or(8).max(2),
+                })
+            }
+            RawStore::S3 {
+                bucket,
+                region,
+                endpoint_env,
+                force_path_style,
+                max_in_flight,
+            } => {
+                if bucket.is_empty() {
+                    return Err(err(&sp.key("bucket"), "must not be empty".into()));
+                }
+                StoreConfig::S3(S3Store {
+                    bucket,
+                    region: region.unwrap_or_else(|| "us-east-1".into()),
+                    endpoint_env,
+                    force_path_style,
+                    max_in_flight: max_in_flight.unwrap_or(DEFAULT_S3_IN_FLIGHT).max(1),
+                })
+            }
+        };
+        stores.insert(name, store);
+    }
+    let is_pg = |s: &str| matches!(stores.get(s), Some(StoreConfig::Postgres(_)));
+    let is_s3 = |s: &str| matches!(stores.get(s), Some(StoreConfig::S3(_)));
+
+    // [audit]
+    let ap = root.key("audit");
+    if !is_pg(&raw.audit.store) {
+        return Err(err(
+            &ap.key("store"),
+            unknown_store(&raw.audit.store, "postgres", &stores),
+        ));
+    }
+    if let Some(rs) = &raw.audit.report_store {
+        if !is_s3(rs) {
+            return Err(err(
+                &ap.key("report_store"),
+                unknown_store(rs, "s3", &stores),
+            ));
+        }
+    }
+    let audit = Audit {
+        store: raw.audit.store,
+        report_dir: raw.audit.report_dir.map(PathBuf::from),
+        report_store: raw.audit.report_store,
+        report_prefix: raw
+            .audit
+            .report_prefix
+            .unwrap_or_else(|| "retention-reports/".into()),
+        samples: raw.audit.samples,
+    };
+
+    // [categories]
+    let mut categories = BTreeMap::new();
+    for (name, c) in raw.categories {
+        let cp = root.key("categories").key(&name);
+        check_name(&name).map_err(|m| err(&cp, m))?;
+        if let (Some(min), Some(max)) = (c.min_retain, c.max_retain) {
+            if !max.always_at_least(&min) {
+                return Err(err(
+                    &cp.key("max_retain"),
+                    format!("max_retain {max} is shorter than min_retain {min}"),
+                ));
+            }
+        }
+        categories.insert(
+            name.clone(),
+            Category {
+                name,
+                description: c.description.unwrap_or_default(),
+                legal_basis: c.legal_basis.unwrap_or_default(),
+                min_retain: c.min_retain,
+                max_retain: c.max_retain,
+            },
+        );
+    }
+
+    // [[rules]]
+    let mut rules: Vec<Rule> = Vec::new();
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        let rp = root.key("rules").index(i);
+        let f = |k: &str| rp.key(k);
+        check_name(&r.name).map_err(|m| err(&f("name"), m))?;
+        if rules.iter().any(|o| o.name == r.name) {
+            return Err(err(&f("name"), format!("duplicate rule name `{}`", r.name)));
+        }
+        let Some(category) = categories.get(&r.category) else {
+            let known: Vec<&str> = categories.keys().map(String::as_str).collect();
+            return Err(err(
+                &f("category"),
+                format!(
+                    "unknown category `{}`; defined: {}",
+                    r.category,
+                    known.join(", ")
+                ),
+            ));
+        };
+        if let Some(min) = category.min_retain {
+            if !r.retain.always_at_least(&min) {
+                return Err(err(
+                    &f("retain"),
+                    format!(
+                        "retain {} is below the legal floor of category `{}` (min_retain {min})",
+                        r.retain, r.category
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = category.max_retain {
+            if !max.always_at_least(&r.retain) {
+                return Err(err(
+                    &f("retain"),
+                    format!(
+                        "retain {} is above the ceiling of category `{}` (max_retain {max})",
+                        r.retain, r.category
+                    ),
+                ));
+            }
+        }
+        let schedule = r
+            .schedule
+            .as_deref()
+            .map(Schedule::parse)
+            .transpose()
+            .map_err(|m| err(&f("schedule"), m))?;
+        let max_delete = r
+            .max_delete
+            .map(|m| parse_max_delete(m).map_err(|msg| err(&f("max_delete"), msg)))
+            .transpose()?;
+
+        let table_keys = [
+            ("table", r.table.is_some()),
+            ("age_column", r.age_column.is_some()),
+            ("age_format", r.age_format.is_some()),
+            ("filter", r.filter.is_some()),
+            ("subject", r.subject.is_some()),
+            ("anonymise", r.anonymise.is_some()),
+            ("objects", r.objects.is_some()),
+            ("partitions", r.partitions.is_some()),
+            ("vacuum", r.vacuum.is_some()),
+        ];
+        let prefix_keys = [
+            ("prefix", r.prefix.is_some()),
+            ("exclude", r.exclude.is_some()),
+            ("versions", r.versions.is_some()),
+            ("abort_multipart_after", r.abort_multipart_after.is_some()),
+            ("tags", r.tags.is_some()),
+            (
+                "bypass_governance_retention",
+                r.bypass_governance_retention.is_some(),
+            ),
+        ];
+        let target = match (r.table.is_some(), r.prefix.is_some()) {
+            (true, true) => {
+                return Err(err(
+                    &f("prefix"),
+                    "a rule has either `table` (postgres) or `prefix` (s3), not both".into(),
+                ))
+            }
+            (false, false) => {
+                return Err(err(
+                    &rp,
+                    "a rule needs `table` (postgres store) or `prefix` (s3 store)".into(),
+                ))
+            }
+            (true, false) => {
+                if let Some((k, _)) = prefix_keys.iter().find(|(_, set)| *set) {
+                    return Err(err(
+                        &f(k),
+                        format!("`{k}` applies to prefix rules, not table rules"),
+                    ));
+                }
+                if !is_pg(&r.store) {
+                    return Err(err(
+                        &f("store"),
+                        unknown_store(&r.store, "postgres", &stores),
+                    ));
+                }
+                let table_text = r.table.as_deref().unwrap_or_default();
+                let table =
+                    TableName::parse(table_text).map_err(|e| err(&f("table"), e.to_string()))?;
+                let age_text = r.age_column.as_deref().ok_or_else(|| {
+                    err(
+                        &rp,
+                        "missing field `age_column` (the column whose time decides expiry)".into(),
+                    )
+                })?;
+                let age_column =
+                    Ident::parse(age_text).map_err(|e| err(&f("age_column"), e.to_string()))?;
+                let age_format = match r.age_format {
+                    None | Some(RawAgeFormat::Timestamp) => AgeFormat::Native,
+                    Some(RawAgeFormat::EpochSeconds) => AgeFormat::EpochSeconds,
+                    Some(RawAgeFormat::EpochMillis) => AgeFormat::EpochMillis,
+                };
+                let filter = match r.filter {
+                    Some(ref s) if s.trim().is_empty() => {
+                        return Err(err(&f("filter"), "must not be empty".into()))
+                    }
+                    Some(ref s) if s.contains(';') => {
+                        return Err(err(
+                            &f("filter"),
+                            "must be one boolean expression; `;` is not allowed".into(),
+                        ))
+                    }
+                    Some(s) => Some(s),
+                    None => None,
+                };
+                let subject = match r.subject {
+                    None => None,
+                    Some(s) => {
+                        check_name(&s.kind).map_err(|m| err(&f("subject").key("kind"), m))?;
+                        let column = Ident::parse(&s.column)
+                            .map_err(|e| err(&f("subject").key("column"), e.to_string()))?;
+                        Some(Subject {
+                            kind: s.kind,
+                            column,
+                        })
+                    }
+                };
+                let mut anonymise = Vec::new();
+                for (col, strategy) in r.anonymise.unwrap_or_default() {
+                    let ident = Ident::parse(&col)
+                        .map_err(|e| err(&f("anonymise").key(&col), e.to_string()))?;
+                    anonymise.push((ident, strategy));
+                }
+                match r.action {
+                    RawAction::Anonymise if anonymise.is_empty() => {
+                        return Err(err(
+                            &f("anonymise"),
+                            "action `anonymise` needs `anonymise = { column = \"strategy\", … }`"
+                                .into(),
+                        ))
+                    }
+                    RawAction::Delete if !anonymise.is_empty() => {
+                        return Err(err(
+                            &f("anonymise"),
+                            "`anonymise` columns are only used with action = \"anonymise\"".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+                let objects = match r.objects {
+                    None => None,
+                    Some(o) => {
+                        let op = f("objects");
+                        if !is_s3(&o.store) {
+                            return Err(err(
+                                &op.key("store"),
+                                unknown_store(&o.store, "s3", &stores),
+                            ));
+                        }
+                        if r.action != RawAction::Delete {
+                            return Err(err(
+                                &op,
+                                "linked objects are only removed by action = \"delete\"".into(),
+                            ));
+                        }
+                        if o.key_columns.is_empty() {
+                            return Err(err(
+                                &op.key("key_columns"),
+                                "needs at least one column".into(),
+                            ));
+                        }
+                        let mut key_columns = Vec::new();
+                        for (j, c) in o.key_columns.iter().enumerate() {
+                            key_columns.push(Ident::parse(c).map_err(|e| {
+                                err(&op.key("key_columns").index(j), e.to_string())
+                            })?);
+                        }
+                        Some(Objects {
+                            store: o.store,
+                            key_columns,
+                        })
+                    }
+                };
+                let partitions = match r.partitions.as_deref() {
+                    None => None,
+                    Some("drop") => Some(PartitionMode::Drop),
+                    Some("detach") => Some(PartitionMode::Detach),
+                    Some(other) => match other.strip_prefix("archive:") {
+                        Some(schema) => Some(PartitionMode::Archive(Ident::parse(schema).map_err(|e| err(&f("partitions"), e.to_string()))?)),
+                        None => return Err(err(&f("partitions"), format!("unknown value `{other}`: expected \"drop\", \"detach\" or \"archive:<schema>\""))),
+                    },
+                };
+                if partitions.is_some() && objects.is_some() {
+                    return Err(err(&f("partitions"), "partitions cannot be dropped under a rule with linked objects (objects must go first)".into()));
+                }
+                let vacuum_analyze = match r.vacuum.as_deref() {
+                    None | Some("none") => false,
+                    Some("analyze") => true,
+                    Some(other) => {
+                        return Err(err(
+                            &f("vacuum"),
+                            format!("unknown value `{other}`: expected \"analyze\" or \"none\""),
+                        ))
+                    }
+                };
+                Target::Table(TableTarget {
+                    table,
+                    age_column,
+                    age_format,
+                    filter,
+                    subject,
+                    anonymise,
+                    objects,
+                    partitions,
+                    vacuum_analyze,
+                })
+            }
+            (false, true) => {
+                if let Some((k, _)) = table_keys.iter().find(|(_, set)| *set) {
+                    return Err(err(
+                        &f(k),
+                        format!("`{k}` applies to table rules, not prefix rules"),
+                    ));
+                }
+                if !is_s3(&r.store) {
+                    return Err(err(&f("store"), unknown_store(&r.store, "s3", &stores)));
+                }
+                if r.action != RawAction::Delete {
+                    return Err(err(
+                        &f("action"),
+                        "prefix rules only support action = \"delete\"".into(),
+                    ));
+                }
+                let prefix = r.prefix.unwrap_or_default();
+                let exclude = r.exclude.unwrap_or_default();
+                for (j, e) in exclude.iter().enumerate() {
+                    if !e.starts_with(&prefix) {
+                        return Err(err(
+                            &f("exclude").index(j),
+                            format!("`{e}` is not under the rule's prefix `{prefix}`"),
+                        ));
+                    }
+                }
+                Target::Prefix(PrefixTarget {
+                    prefix,
+                    exclude,
+                    versions: match r.versions {
+                        None | Some(RawVersions::All) => Versions::All,
+                        Some(RawVersions::Current) => Versions::Current,
+                    },
+                    abort_multipart_after: r.abort_multipart_after,
+                    tags: r.tags.unwrap_or_default(),
+                    bypass_governance_retention: r.bypass_governance_retention.unwrap_or(false),
+                })
+            }
+        };
+        rules.push(Rule {
+            name: r.name,
+            category: r.category,
+            store: r.store,
+            retain: r.retain,
+            action: match r.action {
+                RawAction::Delete => Action::Delete,
+                RawAction::Anonymise => Action::Anonymise,
+            },
+            schedule,
+            max_delete,
+            enabled: r.enabled.unwrap_or(true),
+            target,
+        });
+    }
+
+    Ok(Config {
+        path: path.to_owned(),
+        sha256,
+        daemon,
+        http: Http { listen },
+        hmac_key_env: raw
+            .anonymise
+            .hmac_key_env
+            .unwrap_or_else(|| "RETENTIOND_HMAC_KEY".into()),
+        audit,
+        stores,
+        categories,
+        rules,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name `{name}`: expected 1-64 characters of a-z, A-Z, 0-9, `-` or `_`"
+        ))
+    }
+}
+
+fn unknown_store(name: &str, kind: &str, stores: &BTreeMap<String, StoreConfig>) -> String {
+    let known: Vec<&str> = stores
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                (kind, s),
+                ("postgres", StoreConfig::Postgres(_)) | ("s3", StoreConfig::S3(_))
+            )
+        })
+        .map(|(n, _)| n.as_str())
+        .collect();
+    match stores.get(name) {
+        Some(_) => format!(
+            "store `{name}` is not a {kind} store; {kind} stores: {}",
+            known.join(", ")
+        ),
+        None => format!(
+            "unknown store `{name}`; {kind} stores: {}",
+            known.join(", ")
+        ),
+    }
+}
+
+fn parse_max_delete(raw: RawMaxDelete) -> Result<MaxDelete, String> {
+    match raw {
+        RawMaxDelete::Count(n) => Ok(MaxDelete::Count(n)),
+        RawMaxDelete::Text(s) => {
+            let bad = || {
+                format!("invalid max_delete `{s}`: expected a count (e.g. 10000) or a percentage (e.g. \"20%\")")
+            };
+            if let Some(p) = s.strip_suffix('%') {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(bad());
+                }
+                Ok(MaxDelete::Percent(p))
+            } else {
+                s.trim().parse().map(MaxDelete::Count).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("retention.toml");
+        let cfg = Config::load(&path).expect("shipped retention.toml is valid");
+        assert!(cfg.rules.len() >= 10);
+        assert_eq!(
+            cfg.categories["invoices"].min_retain,
+            Some(Period::from_months(84))
+        );
+    }
+
+    #[test]
+    fn guard_arithmetic() {
+        assert!(MaxDelete::Percent(20.0).exceeded(21, 100));
+        assert!(!MaxDelete::Percent(20.0).exceeded(20, 100));
+        assert!(MaxDelete::Count(5).exceeded(6, 1_000));
+        assert!(!MaxDelete::Count(5).exceeded(5, 1_000));
+    }
+
+    #[test]
+    fn cron_needs_seconds() {
+        assert!(Schedule::parse("0 0 3 * * *").is_ok());
+        assert!(Schedule::parse("*/1 * * * * *").is_ok());
+        assert!(Schedule::parse("0 3 * * *").is_err());
+        assert!(Schedule::parse("every day").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The file as written: serde structs that mirror `retention.toml` key for key.
+//! Unknown keys are rejected here; cross-references are checked in `config::validate`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::period::Period;
+use crate::anonymise::Strategy;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub anonymise: RawAnonymise,
+    pub audit: RawAudit,
+    pub stores: BTreeMap<String, RawStore>,
+    #[serde(default)]
+    pub categories: BTreeMap<String, RawCategory>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub schedule: Option<String>,
+    pub batch_size: Option<u32>,
+    pub min_batch_size: Option<u32>,
+    pub max_batch_size: Option<u32>,
+    pub max_batch_duration: Option<Period>,
+    pub grace_period: Option<Period>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnonymise {
+    pub hmac_key_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub store: String,
+    pub report_dir: Option<String>,
+    pub report_store: Option<String>,
+    pub report_prefix: Option<String>,
+    #[serde(default)]
+    pub samples: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawStore {
+    Postgres {
+        url_env: Option<String>,
+        url_file: Option<String>,
+        max_connections: Option<u32>,
+    },
+    S3 {
+        bucket: String,
+        region: Option<String>,
+        endpoint_env: Option<String>,
+        #[serde(default)]
+        force_path_style: bool,
+        max_in_flight: Option<u32>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCategory {
+    pub description: Option<String>,
+    pub legal_basis: Option<String>,
+    pub min_retain: Option<Period>,
+    pub max_retain: Option<Period>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAction {
+    Delete,
+    #[serde(alias = "anonymize")]
+    Anonymise,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAgeFormat {
+    Timestamp,
+    EpochSeconds,
+    EpochMillis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawVersions {
+    All,
+    Current,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawMaxDelete {
+    Count(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubject {
+    pub kind: String,
+    pub column: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObjects {
+    pub store: String,
+    pub key_columns: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub category: String,
+    pub store: String,
+    pub retain: Period,
+    pub action: RawAction,
+    pub schedule: Option<String>,
+    pub max_delete: Option<RawMaxDelete>,
+    pub enabled: Option<bool>,
+    // Table rules.
+    pub table: Option<String>,
+    pub age_column: Option<String>,
+    pub age_format: Option<RawAgeFormat>,
+    pub filter: Option<String>,
+    pub subject: Option<RawSubject>,
+    pub anonymise: Option<BTreeMap<String, Strategy>>,
+    pub objects: Option<RawObjects>,
+    pub partitions: Option<String>,
+    pub vacuum: Option<String>,
+    // Prefix rules.
+    pub prefix: Option<String>,
+    pub exclude: Option<Vec<String>>,
+    pub versions: Option<RawVersions>,
+    pub abort_multipart_after: Option<Period>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub bypass_governance_retention: Option<bool>,
+}

@@ -1,0 +1,50 @@
+//! The `retentiond` binary: parse the command line, start logging, run, exit with the
+//! SPEC's exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use retentiond::cli::args::LogFormat;
+use retentiond::cli::{dispatch, Cli, Exit};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are successes; anything else is bad usage (2).
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+        }
+    };
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failures as u8);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(fail) => {
+            eprintln!("error: {}", fail.message);
+            ExitCode::from(fail.code as u8)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Run reports: the JSON contract (SPEC §8), text for operators, Markdown and HTML for auditors.
+
+mod html;
+mod text;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use html::render_html;
+pub use text::{render_markdown, render_text};
+
+/// Version of the JSON report schema (`docs/report.schema.json`).
+pub const REPORT_SCHEMA: &str = "retentiond.run-report/1";
+
+/// One run, as stored in the audit trail and printed by `sweep --format json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    /// Schema identifier.
+    pub schema: String,
+    /// Run id.
+    pub run_id: String,
+    /// `schedule`, `manual`, `erase` or `catch_up`.
+    pub trigger: String,
+    /// `dry_run` or `enforce`.
+    pub mode: String,
+    /// `running`, `succeeded`, `partial`, `failed`, `interrupted` or `refused`.
+    pub status: String,
+    /// Start (UTC).
+    pub started_at: DateTime<Utc>,
+    /// End (UTC).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// SHA-256 of the config file.
+    pub config_sha256: String,
+    /// Who or what started the run.
+    pub actor: String,
+    /// Host it ran on.
+    pub host: String,
+    /// retentiond version.
+    pub version: String,
+    /// The `--as-of` time of a dry-run.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Keyed hash of the erased subject (erase runs only).
+    pub subject_hash: Option<String>,
+    /// Run-level error.
+    pub error: Option<String>,
+    /// Position in the audit hash chain.
+    pub chain_seq: Option<i64>,
+    /// Hash of the previous chain record.
+    pub prev_hash: Option<String>,
+    /// Hash of this record.
+    pub hash: Option<String>,
+    /// Per-rule results, in config order.
+    pub rules: Vec<RuleReport>,
+}
+
+/// One rule's result within a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RuleReport {
+    /// Rule name.
+    pub rule: String,
+    /// Category.
+    pub category: String,
+    /// Store.
+    pub store: String,
+    /// Table or `s3://bucket/prefix`.
+    pub place: String,
+    /// `delete` or `anonymise`.
+    pub action: String,
+    /// `succeeded`, `failed`, `refused`, `skipped` or `interrupted`.
+    pub status: String,
+    /// Records older than this were due.
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Due records that were not held (the records acted on, or that a dry-run would act on).
+    pub matched: u64,
+    /// Records (rows or object versions) removed.
+    pub deleted: u64,
+    /// Rows anonymised.
+    pub anonymised: u64,
+    /// Due records kept by a hold (retentiond hold or Object Lock).
+    pub held: u64,
+    /// Records that could not be processed; retried next run.
+    pub failed: u64,
+    /// Bytes of object data removed (or, in a dry-run, that would be).
+    pub bytes: u64,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// A few keys of matched records (shown to operators; stored only with `[audit] samples = true`).
+    pub samples: Vec<String>,
+    /// First errors.
+    pub errors: Vec<String>,
+    /// Extra facts: linked objects removed, multipart uploads aborted, partitions dropped, guard limits.
+    #[serde(default)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RunReport {
+    /// Totals over rules: `(matched, deleted, anonymised, held, failed, bytes)`.
+    pub fn totals(&self) -> (u64, u64, u64, u64, u64, u64) {
+        self.rules.iter().fold((0, 0, 0, 0, 0, 0), |t, r| {
+            (
+                t.0 + r.matched,
+                t.1 + r.deleted,
+                t.2 + r.anonymised,
+                t.3 + r.held,
+                t.4 + r.failed,
+                t.5 + r.bytes,
+            )
+        })
+    }
+}
+
+/// Writes JSON, Markdown and HTML copies of `report` to `[audit] report_dir` and, when
+/// configured, to `report_store`/`report_prefix`. Failures are logged, never fatal: the
+/// audit trail in Postgres is the record; copies are conveniences.
+pub async fn copy_out(
+    config: &crate::config::Config,
+    stores: &crate::store::Stores,
+    report: &RunReport,
+) {
+    let stem = format!(
+        "{}_{}",
+        report.started_at.format("%Y%m%dT%H%M%SZ"),
+        report.run_id
+    );
+    let json = serde_json::to_vec_pretty(report).unwrap_or_default();
+    let md = render_markdown(report).into_bytes();
+    let html = render_html(report, std::slice::from_ref(report)).into_bytes();
+    if let Some(dir) = &config.audit.report_dir {
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("{stem}.json")), &json)?;
+            std::fs::write(dir.join(format!("{stem}.md")), &md)?;
+            std::fs::write(dir.join(format!("{stem}.html")), &html)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(dir = %dir.display(), error = %e, "failed to write report copies");
+        }
+    }
+    if let Some(store) = &config.audit.report_store {
+        if let Some(s3) = stores.s3.get(store) {
+            for (ext, body, ct) in [
+                ("json", json, "application/json"),
+                ("md", md, "text/markdown"),
+                ("html", html, "text/html"),
+            ] {
+                let key = format!("{}{stem}.{ext}", config.audit.report_prefix);
+                if let Err(e) = s3.put(&key, body, ct).await {
+                    tracing::warn!(error = %e, "failed to copy a report to object storage");
+                }
+            }
+        }
+    }
+}

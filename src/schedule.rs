@@ -1,0 +1,337 @@
+//! The daemon: one cron job per rule, replica-safe, with catch-up, graceful shutdown and
+//! config reload on SIGHUP.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Mutex, RwLock};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::cli::{connect_audit, connect_stores, CmdResult, Exit, Fail};
+use crate::config::{Config, Period, Rule};
+use crate::preflight::{self, Preflight};
+use crate::sweep::{Engine, Mode, RunRequest};
+
+/// What the daemon runs on; replaced as a whole on a successful reload.
+pub struct Loaded {
+    /// The engine (config, stores, audit).
+    pub engine: Engine,
+    /// Preflight of every enabled rule.
+    pub preflight: Preflight,
+}
+
+/// Shared daemon state.
+pub struct Daemon {
+    /// Current engine and preflight.
+    pub loaded: RwLock<Arc<Loaded>>,
+    /// The last reload error, shown by `/readyz` until a reload succeeds.
+    pub reload_error: RwLock<Option<String>>,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// Runs in flight.
+    pub tracker: TaskTracker,
+    /// Rules running in this process (a tick that finds its rule busy is skipped).
+    pub busy: Mutex<HashMap<String, ()>>,
+    config_path: PathBuf,
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Loads the config and builds an engine; every enabled rule must pass the preflight.
+pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loaded, Fail> {
+    let config = crate::cli::load_config(config_path)?;
+    let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
+    let audit = connect_audit(&config).await?;
+    let stores = connect_stores(&config, &rules).await?;
+    let pf = preflight::check(&config, &stores, &rules).await;
+    for w in &pf.warnings {
+        warn!(rule = %w.rule, "{}", w.message);
+    }
+    if !pf.ok() {
+        for e in &pf.errors {
+            error!(rule = %e.rule, "{}", e.message);
+        }
+        return Err(Fail::usage(format!(
+            "preflight failed for {} rule(s)",
+            pf.errors.len()
+        )));
+    }
+    Ok(Loaded {
+        engine: Engine {
+            config,
+            stores,
+            audit,
+            shutdown,
+        },
+        preflight: pf,
+    })
+}
+
+/// The interval between two consecutive firings of `rule`'s schedule after `now`.
+pub fn schedule_interval(config: &Config, rule: &Rule) -> Option<chrono::TimeDelta> {
+    let s = config.schedule_of(rule);
+    let a = s.next_after(&Utc::now())?;
+    let b = s.next_after(&a)?;
+    Some(b - a)
+}
+
+impl Daemon {
+    /// Runs `rule` once now if this process is not already running it and no other
+    /// replica holds its lock; `trigger` is `schedule` or `catch_up`.
+    pub async fn run_rule(self: &Arc<Self>, rule: String, trigger: &'static str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        {
+            let mut busy = self.busy.lock().await;
+            if busy.contains_key(&rule) {
+                debug!(rule, "previous run still going; tick skipped");
+                return;
+            }
+            busy.insert(rule.clone(), ());
+        }
+        let loaded = self.loaded.read().await.clone();
+        let engine = &loaded.engine;
+        let result = async {
+            let lock = match engine.audit.try_lock_rule(&rule).await {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    debug!(rule, "another replica runs this rule; tick skipped");
+                    return;
+                }
+                Err(e) => {
+                    warn!(rule, error = %e, "cannot take the rule lock");
+                    return;
+                }
+            };
+            let req = RunRequest {
+                rules: vec![rule.clone()],
+                mode: Mode::Enforce,
+                as_of: None,
+                trigger: trigger.into(),
+                actor: format!("retentiond@{}", crate::audit::hostname()),
+                allow_mass_delete: false,
+                lock_rules: false,
+            };
+            match engine.run(&req, &loaded.preflight).await {
+                Ok(outcome) => {
+                    if outcome.report.status != "succeeded" {
+                        warn!(rule, status = %outcome.report.status, run_id = %outcome.report.run_id, "run did not succeed");
+                    }
+                }
+                Err(e) => error!(rule, error = %format!("{e:#}"), "run failed"),
+            }
+            lock.release().await;
+            if !self.shutdown.is_cancelled() {
+                if let Some(r) = engine.config.rule(&rule) {
+                    crate::conformance::check_rule(engine, r, &loaded.preflight).await;
+                }
+            }
+        }
+        .instrument(tracing::info_span!("scheduled", rule = %rule, trigger))
+        .await;
+        self.busy.lock().await.remove(&rule);
+        result
+    }
+
+    /// Schedules every enabled rule of the current config; returns the jobs' ids.
+    async fn schedule_all(
+        self: &Arc<Self>,
+        sched: &JobScheduler,
+    ) -> anyhow::Result<Vec<uuid::Uuid>> {
+        let loaded = self.loaded.read().await.clone();
+        let mut ids = Vec::new();
+        for rule in loaded.engine.config.rules.iter().filter(|r| r.enabled) {
+            let expr = loaded.engine.config.schedule_of(rule).expr.clone();
+            let me = self.clone();
+            let name = rule.name.clone();
+            let job = Job::new_async_tz(expr.as_str(), Utc, move |_id, _sched| {
+                let me = me.clone();
+                let name = name.clone();
+                Box::pin(async move {
+                    let tracker = me.tracker.clone();
+                    tracker.spawn(async move { me.run_rule(name, "schedule").await });
+                })
+            })
+            .map_err(|e| anyhow::anyhow!("rule {}: cannot schedule `{expr}`: {e}", rule.name))?;
+            ids.push(
+                sched
+                    .add(job)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot add job: {e}"))?,
+            );
+            info!(rule = %rule.name, schedule = %expr, "scheduled");
+        }
+        Ok(ids)
+    }
+
+    /// Runs, once, every rule whose last successful enforcing run is older than its
+    /// schedule interval (or that never ran).
+    async fn catch_up(self: &Arc<Self>) {
+        let loaded = self.loaded.read().await.clone();
+        for rule in loaded.engine.config.rules.iter().filter(|r| r.enabled) {
+            let Some(interval) = schedule_interval(&loaded.engine.config, rule) else {
+                continue;
+            };
+            let last = loaded
+                .engine
+                .audit
+                .last_success(&rule.name)
+                .await
+                .ok()
+                .flatten();
+            let overdue = match last {
+                None => true,
+                Some(t) => Utc::now() - t > interval,
+            };
+            if overdue {
+                info!(rule = %rule.name, last_success = ?last, "catching up: last successful run is older than the schedule interval");
+                let me = self.clone();
+                let name = rule.name.clone();
+                self.tracker
+                    .spawn(async move { me.run_rule(name, "catch_up").await });
+            }
+        }
+    }
+
+    /// SIGHUP: load the file again; keep the old config when the new one is invalid.
+    async fn reload(self: &Arc<Self>, sched: &JobScheduler, jobs: &mut Vec<uuid::Uuid>) {
+        info!(config = %self.config_path.display(), "reloading the config");
+        match load(&self.config_path, self.shutdown.clone()).await {
+            Ok(new) => {
+                *self.loaded.write().await = Arc::new(new);
+                *self.reload_error.write().await = None;
+                for id in jobs.drain(..) {
+                    let _ = sched.remove(&id).await;
+                }
+                match self.schedule_all(sched).await {
+                    Ok(ids) => *jobs = ids,
+                    Err(e) => error!(error = %e, "rescheduling after reload failed"),
+                }
+                info!("config reloaded");
+            }
+            Err(e) => {
+                error!(error = %e.message, "the new config is invalid; keeping the old one");
+                *self.reload_error.write().await = Some(e.message);
+            }
+        }
+    }
+}
+
+/// `retentiond run`.
+pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool) -> CmdResult {
+    let shutdown = CancellationToken::new();
+    let loaded = load(config_path, shutdown.clone()).await?;
+    let grace = match grace {
+        Some(g) => Period::parse(g).map_err(Fail::usage)?.as_std(),
+        None => loaded.engine.config.daemon.grace_period,
+    };
+    loaded
+        .engine
+        .audit
+        .migrate()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+    for run in loaded
+        .engine
+        .audit
+        .recover_interrupted()
+        .await
+        .map_err(|e| Fail::runtime(e.to_string()))?
+    {
+        warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
+    }
+    let metrics = crate::http::install_metrics().map_err(Fail::runtime)?;
+    let listen = loaded.engine.config.http.listen;
+    let daemon = Arc::new(Daemon {
+        loaded: RwLock::new(Arc::new(loaded)),
+        reload_error: RwLock::new(None),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        busy: Mutex::new(HashMap::new()),
+        config_path: config_path.to_owned(),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Fail::usage(format!("cannot listen on {listen}: {e}")))?;
+    info!(%listen, "serving /healthz /readyz /metrics");
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        daemon.clone(),
+        metrics,
+        shutdown.clone(),
+    ));
+
+    let sched = JobScheduler::new()
+        .await
+        .map_err(|e| Fail::runtime(format!("scheduler: {e}")))?;
+    let mut jobs = daemon.schedule_all(&sched).await.map_err(Fail::runtime)?;
+    sched
+        .start()
+        .await
+        .map_err(|e| Fail::runtime(format!("scheduler: {e}")))?;
+    // Ready: migrations applied, preflight passed, scheduler running.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    info!("retentiond is running");
+    if catch_up {
+        daemon.catch_up().await;
+    }
+
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| Fail::runtime(e.to_string()))?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hup.recv() => daemon.reload(&sched, &mut jobs).await,
+        }
+        #[cfg(not(unix))]
+        {
+            (&mut stop).await;
+            break;
+        }
+    }
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new batches; waiting for the current ones"
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+    let mut sched = sched;
+    let _ = sched.shutdown().await;
+    daemon.tracker.close();
+    if tokio::time::timeout(grace, daemon.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over with runs still going; they will be recorded as interrupted at the next start");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    info!("stopped");
+    Ok(Exit::Ok)
+}

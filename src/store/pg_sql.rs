@@ -1,0 +1,471 @@
+//! SQL text for table rules, built from validated identifiers only. Pure.
+//!
+//! Values (cutoffs, held ids, HMAC pads, batch limits) are always bound parameters; the
+//! only config text spliced in is the rule's `filter`, which is trusted operator input
+//! that the preflight has compiled with `EXPLAIN`.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+use crate::anonymise::{self, ColumnSql, HmacParams};
+use crate::config::{AgeFormat, Ident, TableName};
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// timestamptz.
+    Timestamptz(DateTime<Utc>),
+    /// timestamp without time zone (UTC).
+    Timestamp(NaiveDateTime),
+    /// date.
+    Date(NaiveDate),
+    /// bigint.
+    BigInt(i64),
+    /// text.
+    Text(String),
+    /// text[].
+    TextArray(Vec<String>),
+    /// bytea.
+    Bytea(Vec<u8>),
+}
+
+/// Parameters in placeholder order.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Vec<Param>);
+
+impl Params {
+    /// Adds a value and returns its placeholder (`$n`).
+    pub fn push(&mut self, p: Param) -> String {
+        self.0.push(p);
+        format!("${}", self.0.len())
+    }
+}
+
+/// How the age column is compared, decided from its catalog type and `age_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgeKind {
+    /// timestamptz.
+    Timestamptz,
+    /// timestamp, read as UTC.
+    Timestamp,
+    /// date: due once the whole day lies before the cutoff.
+    Date,
+    /// integer seconds since the epoch.
+    EpochSeconds,
+    /// integer milliseconds since the epoch.
+    EpochMillis,
+}
+
+impl AgeKind {
+    /// The comparison for a column of catalog type `type_name` declared with `format`.
+    pub fn resolve(type_name: &str, format: AgeFormat) -> Result<Self, String> {
+        let integer = matches!(type_name, "smallint" | "integer" | "bigint")
+            || type_name.starts_with("numeric");
+        match (format, type_name) {
+            (AgeFormat::Native, "timestamp with time zone") => Ok(Self::Timestamptz),
+            (AgeFormat::Native, "timestamp without time zone") => Ok(Self::Timestamp),
+            (AgeFormat::Native, "date") => Ok(Self::Date),
+            (AgeFormat::Native, t) if integer => Err(format!(
+                "age column is {t}: declare age_format = \"epoch_seconds\" or \"epoch_millis\""
+            )),
+            (AgeFormat::EpochSeconds, _) if integer => Ok(Self::EpochSeconds),
+            (AgeFormat::EpochMillis, _) if integer => Ok(Self::EpochMillis),
+            (AgeFormat::Native, t) => Err(format!(
+                "age column is {t}: expected timestamptz, timestamp or date"
+            )),
+            (_, t) => Err(format!(
+                "age column is {t}: epoch formats need an integer column"
+            )),
+        }
+    }
+
+    /// The bound value that `age < value` compares against for `cutoff`.
+    ///
+    /// A date is due only when its whole day is before the cutoff, so a record is never
+    /// removed early because its time of day is unknown.
+    pub fn cutoff_param(&self, cutoff: DateTime<Utc>) -> Param {
+        match self {
+            Self::Timestamptz => Param::Timestamptz(cutoff),
+            Self::Timestamp => Param::Timestamp(cutoff.naive_utc()),
+            Self::Date => Param::Date(cutoff.date_naive()),
+            Self::EpochSeconds => Param::BigInt(cutoff.timestamp()),
+            Self::EpochMillis => Param::BigInt(cutoff.timestamp_millis()),
+        }
+    }
+}
+
+/// What a batch statement needs to know about a rule and its table.
+#[derive(Debug, Clone)]
+pub struct Selection<'a> {
+    /// The table (a plain table or one leaf partition).
+    pub table: &'a TableName,
+    /// Age column.
+    pub age_column: &'a Ident,
+    /// How it compares.
+    pub age_kind: AgeKind,
+    /// Records older than this are due; `None` selects every age (erasure without floor).
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Only records at least this young (`age >= not_before`): those inside a legal floor.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Operator filter.
+    pub filter: Option<&'a str>,
+    /// Subject column.
+    pub subject_column: Option<&'a Ident>,
+    /// Held subject ids (never removed).
+    pub held_ids: &'a [String],
+    /// Only this subject (erasure).
+    pub only_subject: Option<&'a str>,
+    /// Anonymise columns: `SET` expressions and the "already anonymised" test.
+    pub anonymise: &'a [(Ident, ColumnSql)],
+}
+
+/// SQL text and its parameters.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// The SQL.
+    pub sql: String,
+    /// Bound values in order.
+    pub params: Params,
+}
+
+impl Selection<'_> {
+    /// `WHERE` conditions of due records, held ones included; fills `params`.
+    fn due(&self, params: &mut Params) -> String {
+        let mut conds = Vec::new();
+        // Without a cutoff (erasure of one subject) every age qualifies, NULL included.
+        if let Some(cutoff) = self.cutoff {
+            let p = params.push(self.age_kind.cutoff_param(cutoff));
+            conds.push(format!("{} < {p}", self.age_column.quoted()));
+        } else {
+            conds.push("true".to_owned());
+        }
+        if let Some(nb) = self.not_before {
+            let p = params.push(self.age_kind.cutoff_param(nb));
+            conds.push(format!("{} >= {p}", self.age_column.quoted()));
+        }
+        if let Some(f) = self.filter {
+            conds.push(format!("({f})"));
+        }
+        if let (Some(col), Some(id)) = (self.subject_column, self.only_subject) {
+            let p = params.push(Param::Text(id.to_owned()));
+            conds.push(format!("CAST({} AS text) = {p}", col.quoted()));
+        }
+        let done: Vec<&str> = self
+            .anonymise
+            .iter()
+            .filter_map(|(_, s)| s.done_expr.as_deref())
+            .collect();
+        if !done.is_empty() {
+            conds.push(format!("NOT ({})", done.join(" AND ")));
+        }
+        conds.join(" AND ")
+    }
+
+    /// Condition true for held records, or `None` when nothing is held.
+    fn held(&self, params: &mut Params) -> Option<String> {
+        let col = self.subject_column?;
+        if self.held_ids.is_empty() {
+            return None;
+        }
+        let p = params.push(Param::TextArray(self.held_ids.to_vec()));
+        Some(format!(
+            "({c} IS NOT NULL AND CAST({c} AS text) = ANY({p}))",
+            c = col.quoted()
+        ))
+    }
+
+    fn not_held(&self, params: &mut Params) -> String {
+        self.held(params)
+            .map(|h| format!(" AND NOT {h}"))
+            .unwrap_or_default()
+    }
+
+    /// `SELECT due, held, oldest unheld age (timestamptz)`.
+    pub fn count(&self) -> Statement {
+        let mut params = Params::default();
+        let due = self.due(&mut params);
+        let held_cond = self.held(&mut params);
+        let held = held_cond
+            .as_ref()
+            .map(|h| format!("count(*) FILTER (WHERE {h})"))
+            .unwrap_or_else(|| "CAST(0 AS bigint)".into());
+        let age = self.age_column.quoted();
+        let oldest = match self.age_kind {
+            AgeKind::Timestamptz => format!("min({age})"),
+            AgeKind::Timestamp => format!("min({age}) AT TIME ZONE 'UTC'"),
+            AgeKind::Date => format!("CAST(min({age}) AS timestamp) AT TIME ZONE 'UTC'"),
+            AgeKind::EpochSeconds => format!("to_timestamp(min({age}))"),
+            AgeKind::EpochMillis => format!("to_timestamp(min({age}) / 1000.0)"),
+        };
+        let oldest = match &held_cond {
+            // The aggregate FILTER goes inside the conversion: min(...) FILTER (...).
+            Some(h) => oldest.replacen(
+                &format!("min({age})"),
+                &format!("min({age}) FILTER (WHERE NOT {h})"),
+                1,
+            ),
+            None => oldest,
+        };
+        Statement {
+            sql: format!(
+                "SELECT count(*) AS due, {held} AS held, {oldest} AS oldest FROM {} WHERE {due}",
+                self.table.quoted()
+            ),
+            params,
+        }
+    }
+
+    /// Up to `limit` sample keys (primary key values, or ctids) of records that would go.
+    pub fn sample(&self, key_columns: &[Ident], limit: i64) -> Statement {
+        let mut params = Params::default();
+        let due = self.due(&mut params);
+        let not_held = self.not_held(&mut params);
+        let key = key_expr(key_columns);
+        let lim = params.push(Param::BigInt(limit));
+        Statement {
+            sql: format!(
+                "SELECT {key} FROM {} WHERE {due}{not_held} LIMIT {lim}",
+                self.table.quoted()
+            ),
+            params,
+        }
+    }
+
+    /// Deletes up to `limit` due, unheld records in one statement; rows locked by others
+    /// are skipped, never waited for.
+    pub fn delete_batch(&self, limit: i64) -> Statement {
+        let mut params = Params::default();
+        let due = self.due(&mut params);
+        let not_held = self.not_held(&mut params);
+        let lim = params.push(Param::BigInt(limit));
+        let t = self.table.quoted();
+        Statement {
+            sql: format!(
+                "WITH batch AS (SELECT ctid FROM {t} WHERE {due}{not_held} LIMIT {lim} FOR UPDATE SKIP LOCKED) \
+                 DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch))"
+            ),
+            params,
+        }
+    }
+
+    /// Anonymises up to `limit` due, unheld, not yet anonymised records.
+    pub fn anonymise_batch(
+        &self,
+        limit: i64,
+        hmac: Option<(Vec<u8>, Vec<u8>)>,
+        hmac_names: &HmacParams,
+    ) -> Statement {
+        let mut params = Params::default();
+        // The pads go first so their placeholders match the names the SET clauses use.
+        if let Some((ipad, opad)) = hmac {
+            let i = params.push(Param::Bytea(ipad));
+            let o = params.push(Param::Bytea(opad));
+            debug_assert_eq!(
+                (i.as_str(), o.as_str()),
+                (hmac_names.ipad.as_str(), hmac_names.opad.as_str())
+            );
+        }
+        let due = self.due(&mut params);
+        let not_held = self.not_held(&mut params);
+        let lim = params.push(Param::BigInt(limit));
+        let t = self.table.quoted();
+        let sets: Vec<String> = self
+            .anonymise
+            .iter()
+            .map(|(c, s)| format!("{} = {}", c.quoted(), s.set_expr))
+            .collect();
+        Statement {
+            sql: format!(
+                "WITH batch AS (SELECT ctid FROM {t} WHERE {due}{not_held} LIMIT {lim} FOR UPDATE SKIP LOCKED) \
+                 UPDATE {t} SET {} WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch))",
+                sets.join(", ")
+            ),
+            params,
+        }
+    }
+
+    /// Reads up to `limit` due, unheld rows with their object keys: `(ctid, fingerprint, keys)`.
+    /// Rows in `skip` (ctids whose objects failed this run) are left out.
+    pub fn select_with_objects(
+        &self,
+        key_columns: &[Ident],
+        skip: &[String],
+        limit: i64,
+    ) -> Statement {
+        let mut params = Params::default();
+        let due = self.due(&mut params);
+        let not_held = self.not_held(&mut params);
+        let skip_sql = if skip.is_empty() {
+            String::new()
+        } else {
+            let p = params.push(Param::TextArray(skip.to_vec()));
+            format!(" AND NOT (ctid = ANY(CAST({p} AS tid[])))")
+        };
+        let lim = params.push(Param::BigInt(limit));
+        Statement {
+            sql: format!(
+                "SELECT ctid::text, {fp}, {keys} FROM {t} WHERE {due}{not_held}{skip_sql} LIMIT {lim}",
+                fp = fingerprint(key_columns),
+                keys = keys_array(key_columns),
+                t = self.table.quoted()
+            ),
+            params,
+        }
+    }
+
+    /// Deletes the rows in `ctids` whose key columns still hash to `fingerprints` and that
+    /// are still due and unheld: a row changed since it was read stays for the next run.
+    pub fn delete_rows(
+        &self,
+        key_columns: &[Ident],
+        ctids: Vec<String>,
+        fingerprints: Vec<String>,
+    ) -> Statement {
+        let mut params = Params::default();
+        let c = params.push(Param::TextArray(ctids));
+        let f = params.push(Param::TextArray(fingerprints));
+        let due = self.due(&mut params);
+        let not_held = self.not_held(&mut params);
+        Statement {
+            sql: format!(
+                "DELETE FROM {t} WHERE ctid = ANY(CAST({c} AS tid[])) AND {due}{not_held} \
+                 AND (ctid::text, {fp}) IN (SELECT u.t, u.f FROM unnest({c}, {f}) AS u(t, f))",
+                t = self.table.quoted(),
+                fp = fingerprint(key_columns)
+            ),
+            params,
+        }
+    }
+}
+
+/// Primary key columns joined as text, or the ctid for keyless tables.
+pub fn key_expr(key_columns: &[Ident]) -> String {
+    if key_columns.is_empty() {
+        "ctid::text".into()
+    } else {
+        let cols: Vec<String> = key_columns
+            .iter()
+            .map(|c| format!("CAST({} AS text)", c.quoted()))
+            .collect();
+        format!("concat_ws(',', {})", cols.join(", "))
+    }
+}
+
+fn fingerprint(cols: &[Ident]) -> String {
+    let list: Vec<String> = cols.iter().map(Ident::quoted).collect();
+    format!("md5(CAST(ROW({}) AS text))", list.join(", "))
+}
+
+fn keys_array(cols: &[Ident]) -> String {
+    let mut expr = "CAST(ARRAY[] AS text[])".to_owned();
+    for c in cols {
+        expr = format!("{expr} || {}", c.quoted());
+    }
+    format!("array_remove({expr}, NULL)")
+}
+
+/// The SQL of every anonymise column, given the catalog's types.
+pub fn anonymise_columns(
+    columns: &[(Ident, crate::anonymise::Strategy)],
+    describe: impl Fn(&Ident) -> Option<(String, bool)>,
+) -> Result<(Vec<(Ident, ColumnSql)>, bool), String> {
+    let names = hmac_names();
+    let mut out = Vec::new();
+    let mut uses_hmac = false;
+    for (col, strategy) in columns {
+        let (type_name, nullable) =
+            describe(col).ok_or_else(|| format!("column `{col}` does not exist"))?;
+        let target = anonymise::Target {
+            column: col,
+            type_name: &type_name,
+            nullable,
+            strategy,
+        };
+        out.push((col.clone(), anonymise::column_sql(&target, &names)?));
+        uses_hmac |= matches!(strategy, crate::anonymise::Strategy::Hash);
+    }
+    if out.iter().all(|(_, s)| s.done_expr.is_none()) {
+        return Err("no column's strategy leaves a recognisable value, so anonymised rows could not be told apart: add a `null`, `fixed:`, `truncate_ip`, `email_domain`, or a `hash`/`random` on a text column".into());
+    }
+    Ok((out, uses_hmac))
+}
+
+/// Placeholders the HMAC pads take: always the first two parameters of an anonymise batch.
+pub fn hmac_names() -> HmacParams {
+    HmacParams {
+        ipad: "$1".into(),
+        opad: "$2".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(s: &str) -> Ident {
+        Ident::parse(s).unwrap()
+    }
+
+    #[test]
+    fn delete_batch_quotes_everything_and_binds_values() {
+        let table = TableName::parse("public.ApiLog").unwrap();
+        let age = ident("CreatedAt");
+        let subj = ident("account_id");
+        let held = vec!["42".to_string()];
+        let sel = Selection {
+            table: &table,
+            age_column: &age,
+            age_kind: AgeKind::Timestamptz,
+            cutoff: Some(Utc::now()),
+            not_before: None,
+            filter: Some("status = 'resolved'"),
+            subject_column: Some(&subj),
+            held_ids: &held,
+            only_subject: None,
+            anonymise: &[],
+        };
+        let st = sel.delete_batch(500);
+        assert!(st.sql.contains("FROM \"public\".\"ApiLog\""), "{}", st.sql);
+        assert!(st.sql.contains("\"CreatedAt\" < $1"));
+        assert!(st.sql.contains("(status = 'resolved')"));
+        assert!(st.sql.contains(
+            "NOT ((\"account_id\" IS NOT NULL AND CAST(\"account_id\" AS text) = ANY($2)))"
+        ));
+        assert!(st.sql.contains("LIMIT $3 FOR UPDATE SKIP LOCKED"));
+        assert_eq!(st.params.0.len(), 3);
+        assert_eq!(st.params.0[2], Param::BigInt(500));
+    }
+
+    #[test]
+    fn age_kinds_bind_the_right_cutoff() {
+        use chrono::TimeZone;
+        let c = Utc.with_ymd_and_hms(2026, 10, 23, 10, 30, 0).unwrap();
+        assert_eq!(
+            AgeKind::EpochMillis.cutoff_param(c),
+            Param::BigInt(c.timestamp_millis())
+        );
+        assert_eq!(
+            AgeKind::EpochSeconds.cutoff_param(c),
+            Param::BigInt(c.timestamp())
+        );
+        assert_eq!(
+            AgeKind::Date.cutoff_param(c),
+            Param::Date(NaiveDate::from_ymd_opt(2026, 10, 23).unwrap())
+        );
+        assert!(AgeKind::resolve("bigint", AgeFormat::Native).is_err());
+        assert!(AgeKind::resolve("text", AgeFormat::Native).is_err());
+        assert!(AgeKind::resolve("timestamp with time zone", AgeFormat::EpochMillis).is_err());
+        assert_eq!(
+            AgeKind::resolve("integer", AgeFormat::EpochSeconds).unwrap(),
+            AgeKind::EpochSeconds
+        );
+    }
+
+    #[test]
+    fn anonymise_needs_a_recognisable_column() {
+        let cols = vec![(ident("id"), crate::anonymise::Strategy::Random)];
+        let err = anonymise_columns(&cols, |_| Some(("uuid".into(), true))).unwrap_err();
+        assert!(err.contains("recognisable"));
+        let cols = vec![(ident("ip"), crate::anonymise::Strategy::TruncateIp)];
+        assert!(anonymise_columns(&cols, |_| Some(("inet".into(), true))).is_ok());
+    }
+}

@@ -1,0 +1,249 @@
+//! Pure decisions: cutoffs, batch sizes, which object versions are due. No I/O.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Period, Versions};
+use crate::store::s3::{Listed, ObjectRef};
+
+/// The cutoff of a rule at `now`: records strictly older than it are due.
+///
+/// It is the earlier of `now - retain` and `now - min_retain`, so a legal floor holds
+/// even if a rule's `retain` were ever shorter than it (config loading rejects that too).
+pub fn cutoff(
+    now: DateTime<Utc>,
+    retain: &Period,
+    floor: Option<&Period>,
+) -> Option<DateTime<Utc>> {
+    let by_rule = retain.before(now)?;
+    match floor.map(|f| f.before(now)) {
+        None => Some(by_rule),
+        Some(None) => None,
+        Some(Some(by_floor)) => Some(by_rule.min(by_floor)),
+    }
+}
+
+/// Whether a record with `age` is due under `cutoff` (a `None` age never is).
+pub fn is_due(age: Option<DateTime<Utc>>, cutoff: DateTime<Utc>) -> bool {
+    age.is_some_and(|a| a < cutoff)
+}
+
+/// Bounds and target of adaptive batch sizing.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSizing {
+    /// Never below this.
+    pub min: u32,
+    /// Never above this.
+    pub max: u32,
+    /// Target duration of one batch.
+    pub target: Duration,
+}
+
+impl BatchSizing {
+    /// The next batch size after a batch of `size` rows took `elapsed`.
+    ///
+    /// Over target: shrink in proportion (at least halving), so one slow batch is not
+    /// followed by another. Under half the target: grow by half, so a fast table
+    /// converges in a few batches without overshooting. In between: keep.
+    pub fn next(&self, size: u32, elapsed: Duration) -> u32 {
+        let next = if elapsed > self.target {
+            let ratio = self.target.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
+            (f64::from(size) * ratio.min(0.5)) as u32
+        } else if elapsed < self.target / 2 {
+            size.saturating_add(size / 2).max(size + 1)
+        } else {
+            size
+        };
+        next.clamp(self.min, self.max)
+    }
+}
+
+/// Which versions of one key are due. `group` holds every listed version and delete
+/// marker of the key, newest first; `versioned` says whether the bucket keeps versions.
+///
+/// - Unversioned bucket: the object goes when it is older than the cutoff.
+/// - `versions = "all"`: when the current version is older than the cutoff the key has
+///   expired and every version and delete marker goes, so no marker is left behind.
+///   Otherwise each noncurrent version older than the cutoff goes; a delete marker goes
+///   once nothing else of its key would be left.
+/// - `versions = "current"`: only an expired current version goes, deleted without a
+///   version id so the bucket keeps the history.
+pub fn due_versions(
+    group: &[Listed],
+    cutoff: DateTime<Utc>,
+    mode: Versions,
+    versioned: bool,
+) -> Vec<ObjectRef> {
+    let old = |l: &Listed| l.last_modified < cutoff;
+    if !versioned {
+        return group
+            .iter()
+            .filter(|l| old(l))
+            .map(|l| ObjectRef {
+                version_id: None,
+                ..l.to_ref()
+            })
+            .collect();
+    }
+    let latest = group.iter().find(|l| l.is_latest);
+    match mode {
+        Versions::Current => match latest {
+            Some(l) if !l.delete_marker && old(l) => vec![ObjectRef {
+                version_id: None,
+                ..l.to_ref()
+            }],
+            _ => Vec::new(),
+        },
+        Versions::All => {
+            if let Some(l) = latest {
+                if !l.delete_marker && old(l) {
+                    return group.iter().map(Listed::to_ref).collect();
+                }
+            }
+            let data: Vec<&Listed> = group.iter().filter(|l| !l.delete_marker).collect();
+            let mut due: Vec<ObjectRef> = data
+                .iter()
+                .filter(|l| !l.is_latest && old(l))
+                .map(|l| l.to_ref())
+                .collect();
+            let data_left = data.len() - due.len();
+            if data_left == 0 {
+                due.extend(group.iter().filter(|l| l.delete_marker).map(Listed::to_ref));
+            }
+            due
+        }
+    }
+}
+
+/// Whether `key` is under one of the `exclude` prefixes.
+pub fn excluded(key: &str, exclude: &[String]) -> bool {
+    exclude.iter().any(|e| key.starts_with(e.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeDelta, TimeZone};
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + TimeDelta::hours(h)
+    }
+
+    fn v(key: &str, id: &str, latest: bool, marker: bool, at: i64) -> Listed {
+        Listed {
+            key: key.into(),
+            version_id: Some(id.into()),
+            is_latest: latest,
+            delete_marker: marker,
+            last_modified: t(at),
+            size: if marker { 0 } else { 10 },
+        }
+    }
+
+    #[test]
+    fn floor_wins_over_a_shorter_retain() {
+        let now = t(0);
+        let c = cutoff(
+            now,
+            &Period::parse("30d").unwrap(),
+            Some(&Period::parse("7y").unwrap()),
+        )
+        .unwrap();
+        assert_eq!(c, Period::parse("7y").unwrap().before(now).unwrap());
+        let c = cutoff(now, &Period::parse("30d").unwrap(), None).unwrap();
+        assert_eq!(c, now - TimeDelta::days(30));
+    }
+
+    #[test]
+    fn boundaries() {
+        let c = t(10);
+        assert!(is_due(Some(c - TimeDelta::seconds(1)), c));
+        assert!(!is_due(Some(c), c));
+        assert!(!is_due(Some(c + TimeDelta::seconds(1)), c));
+        assert!(!is_due(None, c));
+    }
+
+    #[test]
+    fn batch_size_adapts_within_bounds() {
+        let s = BatchSizing {
+            min: 100,
+            max: 10_000,
+            target: Duration::from_millis(250),
+        };
+        assert_eq!(s.next(1000, Duration::from_millis(50)), 1500);
+        assert_eq!(s.next(1000, Duration::from_millis(200)), 1000);
+        assert_eq!(s.next(1000, Duration::from_millis(1000)), 250);
+        assert_eq!(s.next(1000, Duration::from_millis(300)), 500);
+        assert_eq!(s.next(9_000, Duration::from_millis(1)), 10_000);
+        assert_eq!(s.next(150, Duration::from_secs(10)), 100);
+        let mut size = 100;
+        for _ in 0..50 {
+            size = s.next(size, Duration::from_millis(10));
+        }
+        assert_eq!(size, 10_000);
+    }
+
+    #[test]
+    fn expired_key_loses_every_version_and_marker() {
+        let group = vec![
+            v("k", "3", true, false, 1),
+            v("k", "2", false, true, 0),
+            v("k", "1", false, false, -5),
+        ];
+        let due = due_versions(&group, t(5), Versions::All, true);
+        assert_eq!(due.len(), 3);
+    }
+
+    #[test]
+    fn young_current_keeps_key_but_old_noncurrent_go() {
+        let group = vec![
+            v("k", "3", true, false, 9),
+            v("k", "2", false, false, 6),
+            v("k", "1", false, false, 1),
+        ];
+        let due = due_versions(&group, t(5), Versions::All, true);
+        assert_eq!(
+            due.iter()
+                .map(|r| r.version_id.clone().unwrap())
+                .collect::<Vec<_>>(),
+            vec!["1"]
+        );
+    }
+
+    #[test]
+    fn delete_marker_goes_only_with_the_last_version() {
+        let group = vec![
+            v("k", "m", true, true, 9),
+            v("k", "2", false, false, 6),
+            v("k", "1", false, false, 1),
+        ];
+        let due = due_versions(&group, t(5), Versions::All, true);
+        assert_eq!(due.len(), 1, "version 2 is young, so the marker stays");
+        let due = due_versions(&group, t(7), Versions::All, true);
+        assert_eq!(due.len(), 3, "both versions old: marker goes too");
+    }
+
+    #[test]
+    fn current_mode_never_touches_history() {
+        let group = vec![v("k", "3", true, false, 1), v("k", "1", false, false, 0)];
+        let due = due_versions(&group, t(5), Versions::Current, true);
+        assert_eq!(
+            due,
+            vec![ObjectRef {
+                key: "k".into(),
+                version_id: None,
+                size: 10
+            }]
+        );
+        let young = vec![v("k", "3", true, false, 9)];
+        assert!(due_versions(&young, t(5), Versions::Current, true).is_empty());
+    }
+
+    #[test]
+    fn exclusions() {
+        let ex = vec!["generated/pinned/".to_string()];
+        assert!(excluded("generated/pinned/a.png", &ex));
+        assert!(!excluded("generated/a.png", &ex));
+    }
+}

@@ -1,0 +1,372 @@
+//! A run: the selected rules, one after another, each under its replica-safe lock,
+//! each result recorded in the audit trail as it finishes.
+//!
+//! `sweep` decides nothing by string-building SQL and talks to no store directly beyond
+//! calling `store::*`; what is due is decided in `decide` (pure) and by the statements
+//! `store::pg_sql` builds.
+
+pub mod decide;
+mod objects;
+mod table;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::audit::{Audit, RunStart};
+use crate::config::{Config, Rule, Target};
+use crate::preflight::{Preflight, Prepared};
+use crate::report::{RuleReport, RunReport};
+use crate::store::Stores;
+
+/// Sample keys shown per rule.
+pub const SAMPLE_SIZE: usize = 5;
+/// Errors kept per rule.
+pub const MAX_ERRORS: usize = 10;
+
+/// Dry-run or enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Select and count, write nothing but the audit record.
+    DryRun,
+    /// Delete and anonymise.
+    Enforce,
+}
+
+impl Mode {
+    /// `dry_run` or `enforce`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::DryRun => "dry_run",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Rule names, in config order.
+    pub rules: Vec<String>,
+    /// Mode.
+    pub mode: Mode,
+    /// Dry-run only: compute cutoffs as of this time.
+    pub as_of: Option<DateTime<Utc>>,
+    /// `schedule`, `manual`, `erase`, `catch_up`.
+    pub trigger: String,
+    /// Who or what started it.
+    pub actor: String,
+    /// Override `max_delete`.
+    pub allow_mass_delete: bool,
+    /// Take each rule's replica lock (false when the caller already holds it).
+    pub lock_rules: bool,
+}
+
+/// Everything a run needs.
+#[derive(Clone)]
+pub struct Engine {
+    /// Config.
+    pub config: Arc<Config>,
+    /// Connected stores.
+    pub stores: Stores,
+    /// Audit trail.
+    pub audit: Audit,
+    /// Cancelled on shutdown: no new batch starts.
+    pub shutdown: CancellationToken,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The report (with samples, as shown to the operator).
+    pub report: RunReport,
+}
+
+impl RunOutcome {
+    /// Exit code per SPEC §5: 3 refused, 1 failures, 0 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self.report.status.as_str() {
+            "refused" => 3,
+            "failed" | "partial" => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// How one rule is run.
+#[derive(Debug, Clone, Default)]
+pub struct RuleOptions {
+    /// Dry-run cutoffs as of this time.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Override `max_delete`.
+    pub allow_mass_delete: bool,
+    /// Take the rule's replica lock (runs do; plan and conformance only read).
+    pub lock: bool,
+    /// Erasure of one subject `(kind, id)`: every age, never past a floor or a hold.
+    pub erase: Option<(String, String)>,
+}
+
+/// Per-rule execution context.
+pub(crate) struct RuleRun<'a> {
+    pub engine: &'a Engine,
+    pub rule: &'a Rule,
+    pub mode: Mode,
+    pub as_of: Option<DateTime<Utc>>,
+    pub allow_mass_delete: bool,
+    pub erase: Option<(String, String)>,
+    pub report: RuleReport,
+}
+
+impl RuleRun<'_> {
+    pub(crate) fn error(&mut self, e: impl std::fmt::Display) {
+        if self.report.errors.len() < MAX_ERRORS {
+            self.report.errors.push(e.to_string());
+        }
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.engine.shutdown.is_cancelled()
+    }
+}
+
+impl Engine {
+    /// Runs `req` with rules already checked by `preflight`.
+    pub async fn run(&self, req: &RunRequest, preflight: &Preflight) -> anyhow::Result<RunOutcome> {
+        let start = RunStart {
+            trigger: req.trigger.clone(),
+            mode: req.mode.as_str().into(),
+            actor: req.actor.clone(),
+            config_sha256: self.config.sha256.clone(),
+            as_of: req.as_of,
+            subject_hash: None,
+        };
+        let opts = RuleOptions {
+            as_of: req.as_of,
+            allow_mass_delete: req.allow_mass_delete,
+            lock: req.lock_rules,
+            erase: None,
+        };
+        self.run_recorded(start, &req.rules, req.mode, &opts, preflight)
+            .await
+    }
+
+    /// Erases subject `kind:id` across `rules`; recorded with trigger `erase` and the
+    /// subject only as a keyed hash.
+    pub async fn erase(
+        &self,
+        rules: &[String],
+        kind: &str,
+        id: &str,
+        mode: Mode,
+        actor: &str,
+        preflight: &Preflight,
+    ) -> anyhow::Result<RunOutcome> {
+        let key = std::env::var(&self.config.hmac_key_env).unwrap_or_default();
+        let start = RunStart {
+            trigger: "erase".into(),
+            mode: mode.as_str().into(),
+            actor: actor.into(),
+            config_sha256: self.config.sha256.clone(),
+            as_of: None,
+            subject_hash: Some(crate::anonymise::pseudonym(
+                key.as_bytes(),
+                &format!("{kind}:{id}"),
+            )),
+        };
+        let opts = RuleOptions {
+            as_of: None,
+            allow_mass_delete: true,
+            lock: true,
+            erase: Some((kind.into(), id.into())),
+        };
+        self.run_recorded(start, rules, mode, &opts, preflight)
+            .await
+    }
+
+    async fn run_recorded(
+        &self,
+        start: RunStart,
+        rules: &[String],
+        mode: Mode,
+        opts: &RuleOptions,
+        preflight: &Preflight,
+    ) -> anyhow::Result<RunOutcome> {
+        let handle = self
+            .audit
+            .begin_run(&start)
+            .await
+            .map_err(|e| anyhow::anyhow!("failed to record the run start: {e}"))?;
+        let span = info_span!("run", run_id = %handle.run_id, mode = mode.as_str(), trigger = %start.trigger);
+        let mut rules_out = Vec::new();
+        let mut interrupted = false;
+        async {
+            info!(rules = rules.len(), "run started");
+            for (position, name) in rules.iter().enumerate() {
+                let Some(rule) = self.config.rule(name) else {
+                    continue;
+                };
+                if self.shutdown.is_cancelled() {
+                    interrupted = true;
+                    break;
+                }
+                let report = self
+                    .run_rule(rule, mode, opts, preflight.prepared.get(name))
+                    .instrument(info_span!("rule", rule = %rule.name))
+                    .await;
+                interrupted |= report.status == "interrupted";
+                if let Err(e) = self
+                    .audit
+                    .record_rule(&handle, position, &report, self.config.audit.samples)
+                    .await
+                {
+                    warn!(error = %e, "failed to record a rule result");
+                }
+                rules_out.push(report);
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let status = run_status(&rules_out, interrupted);
+        let mut report = self
+            .audit
+            .finish_run(handle, status, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("failed to record the run end: {e}"))?;
+        // The operator sees samples even when the trail does not keep them.
+        for (stored, shown) in report.rules.iter_mut().zip(&rules_out) {
+            stored.samples = shown.samples.clone();
+        }
+        span.in_scope(|| info!(status = %report.status, "run finished"));
+        crate::report::copy_out(&self.config, &self.stores, &report).await;
+        crate::metrics::record_run(&report);
+        Ok(RunOutcome { report })
+    }
+
+    /// Evaluates one rule without recording a run (plan, conformance): the same
+    /// selection a dry-run makes.
+    pub async fn evaluate(
+        &self,
+        rule: &Rule,
+        mode: Mode,
+        as_of: Option<DateTime<Utc>>,
+        prepared: Option<&Prepared>,
+    ) -> RuleReport {
+        let opts = RuleOptions {
+            as_of,
+            ..Default::default()
+        };
+        self.run_rule(rule, mode, &opts, prepared).await
+    }
+
+    async fn run_rule(
+        &self,
+        rule: &Rule,
+        mode: Mode,
+        opts: &RuleOptions,
+        prepared: Option<&Prepared>,
+    ) -> RuleReport {
+        let started = Instant::now();
+        let mut rr = RuleRun {
+            engine: self,
+            rule,
+            mode,
+            as_of: opts.as_of,
+            allow_mass_delete: opts.allow_mass_delete,
+            erase: opts.erase.clone(),
+            report: RuleReport {
+                rule: rule.name.clone(),
+                category: rule.category.clone(),
+                store: rule.store.clone(),
+                place: rule.place(&self.config),
+                action: rule.action.as_str().into(),
+                status: "succeeded".into(),
+                ..Default::default()
+            },
+        };
+        let lock = if opts.lock {
+            match self.audit.try_lock_rule(&rule.name).await {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => {
+                    rr.report.status = "skipped".into();
+                    rr.error("another retentiond process is running this rule now");
+                    tracing::debug!("rule locked by another process; skipped");
+                    return rr.report;
+                }
+                Err(e) => {
+                    rr.report.status = "failed".into();
+                    rr.error(format!("cannot take the rule lock: {e}"));
+                    return rr.report;
+                }
+            }
+        } else {
+            None
+        };
+        match (prepared, &rule.target) {
+            (Some(Prepared::Table(p)), Target::Table(t)) => table::run(&mut rr, t, p).await,
+            (Some(Prepared::Prefix(b)), Target::Prefix(p)) => {
+                objects::run_prefix(&mut rr, p, *b).await
+            }
+            _ => {
+                rr.report.status = "failed".into();
+                rr.error("the rule did not pass the preflight");
+            }
+        }
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        rr.report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            status = %rr.report.status, matched = rr.report.matched, deleted = rr.report.deleted,
+            anonymised = rr.report.anonymised, held = rr.report.held, failed = rr.report.failed,
+            "rule finished"
+        );
+        rr.report
+    }
+}
+
+/// The run's status from its rules' statuses.
+pub fn run_status(rules: &[RuleReport], interrupted: bool) -> &'static str {
+    let count = |s: &str| rules.iter().filter(|r| r.status == s).count();
+    if interrupted {
+        "interrupted"
+    } else if count("refused") > 0 {
+        "refused"
+    } else if !rules.is_empty() && count("failed") == rules.len() {
+        "failed"
+    } else if count("failed") > 0 || count("partial") > 0 {
+        "partial"
+    } else {
+        "succeeded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: &str) -> RuleReport {
+        RuleReport {
+            status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            run_status(&[r("succeeded"), r("skipped")], false),
+            "succeeded"
+        );
+        assert_eq!(run_status(&[r("succeeded"), r("failed")], false), "partial");
+        assert_eq!(run_status(&[r("failed")], false), "failed");
+        assert_eq!(
+            run_status(&[r("refused"), r("succeeded")], false),
+            "refused"
+        );
+        assert_eq!(run_status(&[r("succeeded")], true), "interrupted");
+        assert_eq!(run_status(&[r("partial")], false), "partial");
+    }
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests against real PostgreSQL and S3-compatible servers (see scripts/test).
+
+mod common;
+mod config_errors;
