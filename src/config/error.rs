@@ -149,6 +149,10 @@ pub fn key_on_line(text: &str, offset: usize) -> Option<String> {
         .map(|i| offset + i)
         .unwrap_or(text.len());
     let line = &text[start..end];
+    if let Some(header) = line.trim().strip_prefix('[') {
+        let name = header.trim_matches(|c| c == '[' || c == ']' || c == ' ');
+        return (!name.is_empty()).then(|| name.to_owned());
+    }
     let key = line.split('=').next()?.trim();
     let valid = !key.is_empty()
         && line.contains('=')

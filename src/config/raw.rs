@@ -59,22 +59,29 @@ pub struct RawAudit {
     pub samples: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawStoreKind {
+    Postgres,
+    S3,
+}
+
+/// One struct for both kinds, so an unknown key keeps its exact position (an internally
+/// tagged enum would buffer the table and lose it); per-kind keys are checked in validate.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum RawStore {
-    Postgres {
-        url_env: Option<String>,
-        url_file: Option<String>,
-        max_connections: Option<u32>,
-    },
-    S3 {
-        bucket: String,
-        region: Option<String>,
-        endpoint_env: Option<String>,
-        #[serde(default)]
-        force_path_style: bool,
-        max_in_flight: Option<u32>,
-    },
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: RawStoreKind,
+    // postgres
+    pub url_env: Option<String>,
+    pub url_file: Option<String>,
+    pub max_connections: Option<u32>,
+    // s3
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_env: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,3 +2,4 @@
 
 mod common;
 mod config_errors;
+mod postgres;
