@@ -187,17 +187,17 @@ impl S3Store {
                     ),
                 )
             })?;
-        let versioning = self
-            .client
-            .get_bucket_versioning()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| self.err("GetBucketVersioning", describe(&e)))?;
-        let versioned = matches!(
-            versioning.status(),
-            Some(BucketVersioningStatus::Enabled) | Some(BucketVersioningStatus::Suspended)
-        );
+        let versioned = match self.client.get_bucket_versioning().bucket(&self.bucket).send().await {
+            Ok(v) => matches!(v.status(), Some(BucketVersioningStatus::Enabled) | Some(BucketVersioningStatus::Suspended)),
+            // Some servers answer 200 with a body the SDK cannot read (moto names the root
+            // element differently). Not knowing, list by version: that is correct on every
+            // bucket (an unversioned object is listed as version "null").
+            Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
+                debug!(error = %describe(&e), "versioning status unreadable; listing by version");
+                true
+            }
+            Err(e) => return Err(self.err("GetBucketVersioning", describe(&e))),
+        };
         let object_lock = match self
             .client
             .get_object_lock_configuration()
@@ -579,11 +579,12 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// The reference a delete needs.
+    /// The reference a delete needs. The "null" version of an unversioned object is
+    /// deleted by key.
     pub fn to_ref(&self) -> ObjectRef {
         ObjectRef {
             key: self.key.clone(),
-            version_id: self.version_id.clone(),
+            version_id: self.version_id.clone().filter(|v| v != "null"),
             size: self.size,
         }
     }
