@@ -211,7 +211,7 @@ async fn prefix_rule_deletes_old_objects_with_any_key_name() {
         assert!(uploads.uploads().iter().all(|u| u.upload_id() != upload.upload_id()), "{}: upload aborted", server.name);
         // Idempotent: nothing that was due then is left (as of a moment before the young
         // object could itself expire).
-        let again = env.run(&cfg, &["sweep", "--dry-run", "--as-of", "-4s", "--format", "json"]).json();
+        let again = env.run(&cfg, &["sweep", "--dry-run", "--as-of=-4s", "--format", "json"]).json();
         assert_eq!(n(&again, "orphans", "matched"), 0, "{}: idempotent", server.name);
     }
 }
