@@ -4,3 +4,4 @@ mod common;
 mod config_errors;
 mod postgres;
 mod s3;
+mod audit;

@@ -1,0 +1,141 @@
+//! The audit trail: append-only, hash-chained, tamper-evident, and crash-aware.
+
+use crate::common::{TestEnv};
+
+const RULES: &str = "[categories.logs]\ndescription = \"logs\"\n\n[[rules]]\nname = \"logs\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\nsubject = { kind = \"account\", column = \"account_id\" }\n";
+
+/// An environment with three runs and a hold change in its trail.
+async fn with_history(name: &str) -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new(name).await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, account_id bigint, at timestamptz);
+         INSERT INTO logs (account_id, at) SELECT g % 5, now() - interval '40 days' FROM generate_series(1, 50) g;",
+    )
+    .await;
+    let cfg = env.config(RULES);
+    env.run(&cfg, &["sweep", "--dry-run"]).expect_code(0);
+    env.run(&cfg, &["hold", "add", "--subject", "account:1", "--reason", "case 7"]).expect_code(0);
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    let v = env.run(&cfg, &["audit", "verify", "--format", "json"]);
+    v.expect_code(0);
+    assert_eq!(v.json()["records"], 4);
+    (env, cfg)
+}
+
+/// Runs `sql` as the superuser with triggers off, as an attacker with full access would.
+async fn tamper(env: &TestEnv, sql: &str) {
+    env.sql(&format!("SET session_replication_role = replica; {sql}; SET session_replication_role = origin;")).await;
+}
+
+#[tokio::test]
+async fn finished_records_are_append_only() {
+    let (env, _) = with_history("appendonly").await;
+    for sql in [
+        "UPDATE retentiond.runs SET status = 'succeeded' WHERE mode = 'dry_run'",
+        "DELETE FROM retentiond.runs WHERE mode = 'dry_run'",
+        "UPDATE retentiond.rule_results SET deleted = 0",
+        "DELETE FROM retentiond.rule_results",
+        "UPDATE retentiond.holds SET reason = 'nothing to see'",
+        "TRUNCATE retentiond.holds CASCADE",
+    ] {
+        let err = sqlx::raw_sql(sql).execute(&env.pool).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn verify_detects_an_edited_record() {
+    let (env, cfg) = with_history("tamperedit").await;
+    tamper(&env, "UPDATE retentiond.rule_results SET deleted = deleted + 1 WHERE deleted > 0").await;
+    let out = env.run(&cfg, &["audit", "verify"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("content does not match its hash"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_record() {
+    let (env, cfg) = with_history("tamperdelete").await;
+    tamper(
+        &env,
+        "DELETE FROM retentiond.rule_results WHERE run_id = (SELECT run_id FROM retentiond.runs WHERE chain_seq = 3);
+         DELETE FROM retentiond.runs WHERE chain_seq = 3",
+    )
+    .await;
+    let out = env.run(&cfg, &["audit", "verify"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("record 3 is missing"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn verify_detects_reordered_records() {
+    let (env, cfg) = with_history("tamperorder").await;
+    tamper(
+        &env,
+        "UPDATE retentiond.runs SET chain_seq = -1 WHERE chain_seq = 3;
+         UPDATE retentiond.runs SET chain_seq = 3 WHERE chain_seq = 4;
+         UPDATE retentiond.runs SET chain_seq = 4 WHERE chain_seq = -1",
+    )
+    .await;
+    let out = env.run(&cfg, &["audit", "verify"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("prev_hash does not match"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn verify_detects_an_inserted_record() {
+    let (env, cfg) = with_history("tamperinsert").await;
+    tamper(
+        &env,
+        "INSERT INTO retentiond.runs (run_id, trigger, mode, actor, host, version, config_sha256, started_at, finished_at, status)
+         VALUES (gen_random_uuid(), 'manual', 'enforce', 'mallory', 'h', '0', 'x', now(), now(), 'succeeded')",
+    )
+    .await;
+    let out = env.run(&cfg, &["audit", "verify"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("not in the chain"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn a_killed_sweep_is_recorded_as_interrupted_and_the_next_run_finishes() {
+    let env = TestEnv::new("killed").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, account_id bigint, at timestamptz);
+         CREATE INDEX ON logs (at);
+         INSERT INTO logs (account_id, at) SELECT g % 5, now() - interval '40 days' FROM generate_series(1, 20000) g;
+         INSERT INTO logs (account_id, at) SELECT g % 5, now() - interval '1 day' FROM generate_series(1, 100) g;",
+    )
+    .await;
+    // Batches of at most 5 rows: the sweep takes long enough to be killed mid-way.
+    let cfg = env.config_named(
+        "retention.toml",
+        &(env.header().replace("max_batch_size = 50", "max_batch_size = 5") + RULES),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("sweep")
+        .envs(env.env.iter().cloned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it has deleted something, then kill it without warning.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.scalar("SELECT count(*) FROM logs").await > 19_000 {
+        assert!(std::time::Instant::now() < deadline, "the sweep made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'").await, 1);
+    assert!(env.scalar("SELECT count(*) FROM logs WHERE at < now() - interval '30 days'").await > 0);
+    assert_eq!(env.scalar("SELECT count(*) FROM logs WHERE at > now() - interval '30 days'").await, 100, "nothing young was removed");
+
+    let cfg_fast = env.config(RULES);
+    env.run(&cfg_fast, &["sweep"]).expect_code(0);
+    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'").await, 1);
+    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'").await, 0);
+    assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 100, "the next run finished the job");
+    env.run(&cfg_fast, &["audit", "verify"]).expect_code(0);
+}
