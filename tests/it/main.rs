@@ -5,3 +5,4 @@ mod config_errors;
 mod postgres;
 mod s3;
 mod audit;
+mod daemon;
