@@ -147,7 +147,7 @@ fn chart(history: &[RunReport]) -> String {
         .max(1) as f64;
     let slot = (w - left) / runs.len() as f64;
     let bar = (slot * 0.7).max(2.0);
-    let mut s = format!("<h2>Records removed per rule, last {} enforcing runs</h2><svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"records removed per rule per run\" viewBox=\"0 0 {w} {}\" width=\"100%\">", runs.len(), h + 20.0 * (rules.len() as f64 / 4.0).ceil() + 10.0);
+    let mut s = format!("<h2>Records removed per rule, last {} enforcing runs</h2><svg role=\"img\" aria-label=\"records removed per rule per run\" viewBox=\"0 0 {w} {}\" width=\"100%\">", runs.len(), h + 20.0 * (rules.len() as f64 / 4.0).ceil() + 10.0);
     let _ = write!(
         s,
         "<line x1=\"{left}\" y1=\"{}\" x2=\"{w}\" y2=\"{}\" stroke=\"#999\"/>",

@@ -6,3 +6,4 @@ mod postgres;
 mod s3;
 mod audit;
 mod daemon;
+mod evidence;
