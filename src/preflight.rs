@@ -81,20 +81,22 @@ pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflig
             }
         }
         for name in store_names {
-            if let Some(s3) = stores.s3.get(&name) {
-                if !buckets.contains_key(&name) {
-                    let info = match s3.preflight().await {
-                        Ok(i) => Some(i),
-                        Err(e) => {
-                            pf.errors.push(Finding {
-                                rule: format!("store {name}"),
-                                message: e.to_string(),
-                            });
-                            None
-                        }
-                    };
-                    buckets.insert(name, info);
-                }
+            let Some(s3) = stores.s3.get(&name) else {
+                continue;
+            };
+            if let std::collections::btree_map::Entry::Vacant(slot) = buckets.entry(name.clone()) {
+                let info = match s3.preflight().await {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        // Named as a store, not a rule: every rule using it fails too.
+                        pf.errors.push(Finding {
+                            rule: format!("(store {name})"),
+                            message: e.to_string(),
+                        });
+                        None
+                    }
+                };
+                slot.insert(info);
             }
         }
     }

@@ -180,6 +180,16 @@ fn table_of(kind: Kind) -> (&'static str, &'static str) {
     }
 }
 
+/// One row of the `retentiond.chain` view.
+#[derive(sqlx::FromRow)]
+struct ChainEntry {
+    chain_seq: Option<i64>,
+    kind: String,
+    ref_id: i64,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+}
+
 /// The outcome of `audit verify`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Verification {
@@ -193,14 +203,21 @@ pub struct Verification {
 
 /// Recomputes the whole chain and checks it is complete.
 pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error> {
-    let entries: Vec<(Option<i64>, String, i64, Option<String>, Option<String>)> =
+    let entries: Vec<ChainEntry> =
         sqlx::query_as("SELECT chain_seq, kind, ref_id, prev_hash, hash FROM retentiond.chain ORDER BY chain_seq, kind, ref_id")
             .fetch_all(&mut *conn)
             .await?;
     let mut v = Verification::default();
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_owned();
-    for (seq, kind, ref_id, prev_hash, hash) in entries {
+    for ChainEntry {
+        chain_seq: seq,
+        kind,
+        ref_id,
+        prev_hash,
+        hash,
+    } in entries
+    {
         v.records += 1;
         let seq = seq.unwrap_or(-1);
         let what = describe(conn, &kind, ref_id).await?;

@@ -69,6 +69,22 @@ pub struct Hold {
     pub active: bool,
 }
 
+#[derive(sqlx::FromRow)]
+struct HoldRow {
+    id: i64,
+    subject_kind: Option<String>,
+    subject_id: Option<String>,
+    category: Option<String>,
+    reason: String,
+    actor: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    released_at: Option<DateTime<Utc>>,
+    released_by: Option<String>,
+    release_reason: Option<String>,
+    active: bool,
+}
+
 /// Errors placing or releasing holds.
 #[derive(Debug, thiserror::Error)]
 pub enum HoldError {
@@ -149,9 +165,9 @@ impl Audit {
 
     /// Holds, newest first; released and expired ones only with `all`.
     pub async fn list_holds(&self, all: bool) -> Result<Vec<Hold>, sqlx::Error> {
-        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<String>, Option<String>, bool)> = sqlx::query_as(
+        let rows: Vec<HoldRow> = sqlx::query_as(
             "SELECT h.id, h.subject_kind, h.subject_id, h.category, h.reason, h.actor, h.created_at, h.expires_at, \
-                    r.released_at, r.actor, r.reason, \
+                    r.released_at, r.actor AS released_by, r.reason AS release_reason, \
                     (r.hold_id IS NULL AND (h.expires_at IS NULL OR h.expires_at > now())) AS active \
              FROM retentiond.holds h LEFT JOIN retentiond.hold_releases r ON r.hold_id = h.id ORDER BY h.id DESC",
         )
@@ -159,22 +175,22 @@ impl Audit {
         .await?;
         Ok(rows
             .into_iter()
-            .filter(|r| all || r.11)
+            .filter(|r| all || r.active)
             .map(|r| Hold {
-                id: r.0,
-                target: match (r.1, r.2, r.3) {
+                id: r.id,
+                target: match (r.subject_kind, r.subject_id, r.category) {
                     (Some(k), Some(i), _) => format!("{k}:{i}"),
                     (_, _, Some(c)) => format!("category {c}"),
                     _ => "?".into(),
                 },
-                reason: r.4,
-                actor: r.5,
-                created_at: r.6,
-                expires_at: r.7,
-                released_at: r.8,
-                released_by: r.9,
-                release_reason: r.10,
-                active: r.11,
+                reason: r.reason,
+                actor: r.actor,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                released_at: r.released_at,
+                released_by: r.released_by,
+                release_reason: r.release_reason,
+                active: r.active,
             })
             .collect())
     }

@@ -535,7 +535,11 @@ fn validate(
     for (name, store) in raw.stores {
         let sp = root.key("stores").key(&name);
         check_name(&name).map_err(|m| err(&sp, m))?;
-        let pg_keys = [("url_env", store.url_env.is_some()), ("url_file", store.url_file.is_some()), ("max_connections", store.max_connections.is_some())];
+        let pg_keys = [
+            ("url_env", store.url_env.is_some()),
+            ("url_file", store.url_file.is_some()),
+            ("max_connections", store.max_connections.is_some()),
+        ];
         let s3_keys = [
             ("bucket", store.bucket.is_some()),
             ("region", store.region.is_some()),
@@ -546,7 +550,10 @@ fn validate(
         let store = match store.kind {
             RawStoreKind::Postgres => {
                 if let Some((k, _)) = s3_keys.iter().find(|(_, set)| *set) {
-                    return Err(err(&sp.key(k), format!("`{k}` applies to s3 stores, not postgres stores")));
+                    return Err(err(
+                        &sp.key(k),
+                        format!("`{k}` applies to s3 stores, not postgres stores"),
+                    ));
                 }
                 if store.url_env.is_none() == store.url_file.is_none() {
                     return Err(err(&sp, "a postgres store needs exactly one of `url_env` or `url_file` (the URL itself never goes in the config)".into()));
@@ -559,11 +566,17 @@ fn validate(
             }
             RawStoreKind::S3 => {
                 if let Some((k, _)) = pg_keys.iter().find(|(_, set)| *set) {
-                    return Err(err(&sp.key(k), format!("`{k}` applies to postgres stores, not s3 stores")));
+                    return Err(err(
+                        &sp.key(k),
+                        format!("`{k}` applies to postgres stores, not s3 stores"),
+                    ));
                 }
                 let bucket = store.bucket.unwrap_or_default();
                 if bucket.is_empty() {
-                    return Err(err(&sp.key("bucket"), "an s3 store needs a non-empty `bucket`".into()));
+                    return Err(err(
+                        &sp.key("bucket"),
+                        "an s3 store needs a non-empty `bucket`".into(),
+                    ));
                 }
                 StoreConfig::S3(S3Store {
                     bucket,

@@ -187,8 +187,17 @@ impl S3Store {
                     ),
                 )
             })?;
-        let versioned = match self.client.get_bucket_versioning().bucket(&self.bucket).send().await {
-            Ok(v) => matches!(v.status(), Some(BucketVersioningStatus::Enabled) | Some(BucketVersioningStatus::Suspended)),
+        let versioned = match self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(v) => matches!(
+                v.status(),
+                Some(BucketVersioningStatus::Enabled) | Some(BucketVersioningStatus::Suspended)
+            ),
             // Some servers answer 200 with a body the SDK cannot read (moto names the root
             // element differently). Not knowing, list by version: that is correct on every
             // bucket (an unversioned object is listed as version "null").

@@ -1,6 +1,6 @@
 //! The audit trail: append-only, hash-chained, tamper-evident, and crash-aware.
 
-use crate::common::{TestEnv};
+use crate::common::TestEnv;
 
 const RULES: &str = "[categories.logs]\ndescription = \"logs\"\n\n[[rules]]\nname = \"logs\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\nsubject = { kind = \"account\", column = \"account_id\" }\n";
 
@@ -14,7 +14,18 @@ async fn with_history(name: &str) -> (TestEnv, std::path::PathBuf) {
     .await;
     let cfg = env.config(RULES);
     env.run(&cfg, &["sweep", "--dry-run"]).expect_code(0);
-    env.run(&cfg, &["hold", "add", "--subject", "account:1", "--reason", "case 7"]).expect_code(0);
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "account:1",
+            "--reason",
+            "case 7",
+        ],
+    )
+    .expect_code(0);
     env.run(&cfg, &["sweep"]).expect_code(0);
     env.run(&cfg, &["sweep"]).expect_code(0);
     let v = env.run(&cfg, &["audit", "verify", "--format", "json"]);
@@ -25,7 +36,10 @@ async fn with_history(name: &str) -> (TestEnv, std::path::PathBuf) {
 
 /// Runs `sql` as the superuser with triggers off, as an attacker with full access would.
 async fn tamper(env: &TestEnv, sql: &str) {
-    env.sql(&format!("SET session_replication_role = replica; {sql}; SET session_replication_role = origin;")).await;
+    env.sql(&format!(
+        "SET session_replication_role = replica; {sql}; SET session_replication_role = origin;"
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -47,10 +61,18 @@ async fn finished_records_are_append_only() {
 #[tokio::test]
 async fn verify_detects_an_edited_record() {
     let (env, cfg) = with_history("tamperedit").await;
-    tamper(&env, "UPDATE retentiond.rule_results SET deleted = deleted + 1 WHERE deleted > 0").await;
+    tamper(
+        &env,
+        "UPDATE retentiond.rule_results SET deleted = deleted + 1 WHERE deleted > 0",
+    )
+    .await;
     let out = env.run(&cfg, &["audit", "verify"]);
     out.expect_code(4);
-    assert!(out.stdout.contains("content does not match its hash"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("content does not match its hash"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test]
@@ -79,7 +101,11 @@ async fn verify_detects_reordered_records() {
     .await;
     let out = env.run(&cfg, &["audit", "verify"]);
     out.expect_code(4);
-    assert!(out.stdout.contains("prev_hash does not match"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("prev_hash does not match"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test]
@@ -109,7 +135,10 @@ async fn a_killed_sweep_is_recorded_as_interrupted_and_the_next_run_finishes() {
     // Batches of at most 5 rows: the sweep takes long enough to be killed mid-way.
     let cfg = env.config_named(
         "retention.toml",
-        &(env.header().replace("max_batch_size = 50", "max_batch_size = 5") + RULES),
+        &(env
+            .header()
+            .replace("max_batch_size = 50", "max_batch_size = 5")
+            + RULES),
     );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
@@ -123,19 +152,47 @@ async fn a_killed_sweep_is_recorded_as_interrupted_and_the_next_run_finishes() {
     // Wait until it has deleted something, then kill it without warning.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while env.scalar("SELECT count(*) FROM logs").await > 19_000 {
-        assert!(std::time::Instant::now() < deadline, "the sweep made no progress");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep made no progress"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'").await, 1);
-    assert!(env.scalar("SELECT count(*) FROM logs WHERE at < now() - interval '30 days'").await > 0);
-    assert_eq!(env.scalar("SELECT count(*) FROM logs WHERE at > now() - interval '30 days'").await, 100, "nothing young was removed");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'")
+            .await,
+        1
+    );
+    assert!(
+        env.scalar("SELECT count(*) FROM logs WHERE at < now() - interval '30 days'")
+            .await
+            > 0
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs WHERE at > now() - interval '30 days'")
+            .await,
+        100,
+        "nothing young was removed"
+    );
 
     let cfg_fast = env.config(RULES);
     env.run(&cfg_fast, &["sweep"]).expect_code(0);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'").await, 1);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'").await, 0);
-    assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 100, "the next run finished the job");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs").await,
+        100,
+        "the next run finished the job"
+    );
     env.run(&cfg_fast, &["audit", "verify"]).expect_code(0);
 }

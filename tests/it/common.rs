@@ -17,10 +17,6 @@ pub const HMAC_KEY: &str = "test-only-hmac-key-0123456789";
 
 /// A database of its own, and a temp dir for its config.
 pub struct TestEnv {
-    /// Database name.
-    pub db: String,
-    /// URL of the database.
-    pub url: String,
     /// Pool on it.
     pub pool: PgPool,
     /// Temp dir (config, url file, reports).
@@ -58,8 +54,6 @@ impl TestEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("db.url"), &url).expect("write url file");
         Self {
-            db,
-            url,
             pool,
             dir,
             env: vec![("RETENTIOND_HMAC_KEY".into(), HMAC_KEY.into())],

@@ -107,7 +107,12 @@ fn malformed_configs_name_line_column_and_field_and_exit_2() {
             failures.push(format!("{what} (exit {}): expected line {line}, field `{field}`, words `{words}`; got:\n  {msg}", out.code));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

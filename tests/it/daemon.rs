@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 use crate::common::TestEnv;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn config(env: &TestEnv, port: u16, schedule: &str, batch: &str) -> String {
@@ -41,17 +45,28 @@ fn spawn(env: &TestEnv, cfg: &std::path::Path) -> Child {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -{sig}");
 }
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.ok()?;
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
     let status = r.status().as_u16();
     Some((status, r.text().await.ok()?))
 }
 
-async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, secs: u64, mut f: impl FnMut() -> F) {
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -79,16 +94,30 @@ async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
     )
     .await;
     let port = free_port();
-    let cfg = env.config_named("retention.toml", &with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10")));
+    let cfg = env.config_named(
+        "retention.toml",
+        &with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10")),
+    );
     let mut d = spawn(&env, &cfg);
-    wait_for("healthz", 20, || async { get(port, "/healthz").await.is_some_and(|(s, _)| s == 200) }).await;
-    wait_for("readyz", 10, || async { get(port, "/readyz").await.is_some_and(|(s, _)| s == 200) }).await;
+    wait_for("healthz", 20, || async {
+        get(port, "/healthz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    wait_for("readyz", 10, || async {
+        get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
     // Catch-up runs the rule at once; then the 1-second schedule keeps firing.
     wait_for("three scheduled runs", 20, || async {
         env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'schedule' AND status = 'succeeded'").await >= 3
     })
     .await;
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'catch_up'").await, 1, "catch-up runs once");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'catch_up'")
+            .await,
+        1,
+        "catch-up runs once"
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 0);
 
     let (status, text) = get(port, "/metrics").await.unwrap();
@@ -101,15 +130,26 @@ async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
             .iter()
             .filter(|s| s.metric == name && s.labels.get("rule").is_none_or(|r| r == "logs"))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => 0.0,
             })
             .sum::<f64>()
     };
     assert_eq!(value("retentiond_records_removed_total"), 30.0, "{text}");
-    assert!(value("retentiond_rule_last_success_timestamp_seconds") > 1.7e9, "{text}");
-    assert!(text.contains("retentiond_run_duration_seconds_bucket"), "{text}");
-    assert!(text.contains("retentiond_overdue_records{rule=\"logs\"} 0"), "{text}");
+    assert!(
+        value("retentiond_rule_last_success_timestamp_seconds") > 1.7e9,
+        "{text}"
+    );
+    assert!(
+        text.contains("retentiond_run_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("retentiond_overdue_records{rule=\"logs\"} 0"),
+        "{text}"
+    );
 
     signal(&d, "TERM");
     assert_eq!(wait_exit(&mut d, 15), 0);
@@ -126,7 +166,12 @@ async fn sigterm_during_a_run_records_interrupted_and_exits_0() {
     let port = free_port();
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 2\nmin_batch_size = 1\nmax_batch_size = 2")),
+        &with_schedule(config(
+            &env,
+            port,
+            "0 0 3 * * *",
+            "batch_size = 2\nmin_batch_size = 1\nmax_batch_size = 2",
+        )),
     );
     let mut d = spawn(&env, &cfg);
     wait_for("a running catch-up run", 20, || async {
@@ -135,31 +180,61 @@ async fn sigterm_during_a_run_records_interrupted_and_exits_0() {
     .await;
     signal(&d, "TERM");
     assert_eq!(wait_exit(&mut d, 15), 0, "exit 0 within the grace period");
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'").await, 1);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'").await, 0);
-    assert!(env.scalar("SELECT count(*) FROM logs").await > 0, "it stopped taking batches");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'")
+            .await,
+        0
+    );
+    assert!(
+        env.scalar("SELECT count(*) FROM logs").await > 0,
+        "it stopped taking batches"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_file_keeps_the_old_config() {
     let env = TestEnv::new("daemonhup").await;
-    env.sql("CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);",
+    )
+    .await;
     let port = free_port();
     let good = with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10"));
     let cfg = env.config_named("retention.toml", &good);
     let mut d = spawn(&env, &cfg);
-    wait_for("readyz", 20, || async { get(port, "/readyz").await.is_some_and(|(s, _)| s == 200) }).await;
-    std::fs::write(&cfg, good.replace("retain = \"30d\"", "retain = \"30 days\"")).unwrap();
-    signal(&d, "HUP");
-    wait_for("readyz to report the failed reload", 10, || async {
-        get(port, "/readyz").await.is_some_and(|(s, body)| s == 503 && body.contains("config reload failed") && body.contains("rules[0].retain"))
+    wait_for("readyz", 20, || async {
+        get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
     })
     .await;
-    assert_eq!(get(port, "/healthz").await.unwrap().0, 200, "still alive on the old config");
+    std::fs::write(
+        &cfg,
+        good.replace("retain = \"30d\"", "retain = \"30 days\""),
+    )
+    .unwrap();
+    signal(&d, "HUP");
+    wait_for("readyz to report the failed reload", 10, || async {
+        get(port, "/readyz").await.is_some_and(|(s, body)| {
+            s == 503 && body.contains("config reload failed") && body.contains("rules[0].retain")
+        })
+    })
+    .await;
+    assert_eq!(
+        get(port, "/healthz").await.unwrap().0,
+        200,
+        "still alive on the old config"
+    );
     assert!(d.try_wait().unwrap().is_none());
     std::fs::write(&cfg, &good).unwrap();
     signal(&d, "HUP");
-    wait_for("readyz after a good reload", 10, || async { get(port, "/readyz").await.is_some_and(|(s, _)| s == 200) }).await;
+    wait_for("readyz after a good reload", 10, || async {
+        get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
     signal(&d, "INT");
     assert_eq!(wait_exit(&mut d, 15), 0);
 }
@@ -167,17 +242,29 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_never_run_a_rule_at_the_same_time() {
     let env = TestEnv::new("replicas").await;
-    env.sql("CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);",
+    )
+    .await;
     let (p1, p2) = (free_port(), free_port());
     let batch = "batch_size = 5\nmin_batch_size = 1\nmax_batch_size = 5";
-    let c1 = env.config_named("a.toml", &with_schedule(config(&env, p1, "*/1 * * * * *", batch)));
-    let c2 = env.config_named("b.toml", &with_schedule(config(&env, p2, "*/1 * * * * *", batch)));
+    let c1 = env.config_named(
+        "a.toml",
+        &with_schedule(config(&env, p1, "*/1 * * * * *", batch)),
+    );
+    let c2 = env.config_named(
+        "b.toml",
+        &with_schedule(config(&env, p2, "*/1 * * * * *", batch)),
+    );
     let mut a = spawn(&env, &c1);
     let mut b = spawn(&env, &c2);
     // Keep feeding due rows so runs take real time and would overlap without the lock.
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
-        env.sql("INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);").await;
+        env.sql(
+            "INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     signal(&a, "TERM");
@@ -195,5 +282,10 @@ async fn two_daemons_never_run_a_rule_at_the_same_time() {
     for w in runs.windows(2) {
         assert!(w[0].1 <= w[1].0, "runs overlap: {:?} and {:?}", w[0], w[1]);
     }
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE status = 'skipped'").await, 0, "skipped ticks are not recorded");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE status = 'skipped'")
+            .await,
+        0,
+        "skipped ticks are not recorded"
+    );
 }

@@ -23,37 +23,104 @@ async fn report_json_matches_the_documented_schema() {
     let printed = env.run(&cfg, &["sweep", "--format", "json"]);
     printed.expect_code(0);
     let printed = printed.json();
-    let schema_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let schema_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
     let validator = jsonschema::JSONSchema::compile(&schema).expect("schema compiles");
-    let shown = env.run(&cfg, &["report", "show", "latest", "--format", "json"]).json();
+    let shown = env
+        .run(&cfg, &["report", "show", "latest", "--format", "json"])
+        .json();
     for doc in [&printed, &shown] {
         if let Err(errors) = validator.validate(doc) {
-            let msgs: Vec<String> = errors.map(|e| format!("{} at {}", e, e.instance_path)).collect();
+            let msgs: Vec<String> = errors
+                .map(|e| format!("{} at {}", e, e.instance_path))
+                .collect();
             panic!("report does not match docs/report.schema.json: {msgs:?}\n{doc}");
         }
     }
     // SPEC §8 contract names.
-    for k in ["run_id", "trigger", "mode", "status", "started_at", "finished_at", "config_sha256", "rules"] {
+    for k in [
+        "run_id",
+        "trigger",
+        "mode",
+        "status",
+        "started_at",
+        "finished_at",
+        "config_sha256",
+        "rules",
+    ] {
         assert!(printed.get(k).is_some(), "missing {k}");
     }
-    for k in ["rule", "category", "store", "cutoff", "matched", "deleted", "anonymised", "held", "failed", "bytes", "duration_ms", "samples", "errors"] {
-        assert!(rule(&printed, "logs").get(k).is_some(), "missing rules[].{k}");
+    for k in [
+        "rule",
+        "category",
+        "store",
+        "cutoff",
+        "matched",
+        "deleted",
+        "anonymised",
+        "held",
+        "failed",
+        "bytes",
+        "duration_ms",
+        "samples",
+        "errors",
+    ] {
+        assert!(
+            rule(&printed, "logs").get(k).is_some(),
+            "missing rules[].{k}"
+        );
     }
     assert_eq!(printed["run_id"], shown["run_id"]);
     // Samples are shown to the operator but not kept in the trail by default.
-    assert!(!rule(&printed, "logs")["samples"].as_array().unwrap().is_empty() || n(&printed, "logs", "deleted") > 0);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE samples <> '[]'").await, 0);
+    assert!(
+        !rule(&printed, "logs")["samples"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            || n(&printed, "logs", "deleted") > 0
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE samples <> '[]'")
+            .await,
+        0
+    );
     // Copies in report_dir.
     let dir = env.dir.path().join("reports");
-    let files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     for ext in ["json", "md", "html"] {
-        assert!(files.iter().any(|f| f.ends_with(ext)), "no .{ext} copy in {files:?}");
+        assert!(
+            files.iter().any(|f| f.ends_with(ext)),
+            "no .{ext} copy in {files:?}"
+        );
     }
-    let list = env.run(&cfg, &["report", "list", "--format", "json", "--rule", "logs", "--status", "succeeded"]).json();
+    let list = env
+        .run(
+            &cfg,
+            &[
+                "report",
+                "list",
+                "--format",
+                "json",
+                "--rule",
+                "logs",
+                "--status",
+                "succeeded",
+            ],
+        )
+        .json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     let md = env.run(&cfg, &["report", "show", "latest", "--format", "markdown"]);
-    assert!(md.stdout.contains("| logs | logs | public.logs | delete | succeeded |"), "{}", md.stdout);
+    assert!(
+        md.stdout
+            .contains("| logs | logs | public.logs | delete | succeeded |"),
+        "{}",
+        md.stdout
+    );
 }
 
 #[tokio::test]
@@ -66,13 +133,24 @@ async fn html_report_renders_in_a_real_browser() {
     let html = env.run(&cfg, &["report", "show", "latest", "--format", "html"]);
     html.expect_code(0);
     let page = html.stdout;
-    assert!(page.contains("<svg") && page.contains("Records removed per rule"), "inline chart");
-    assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("https://") && !page.contains("<link"), "self-contained");
+    assert!(
+        page.contains("<svg") && page.contains("Records removed per rule"),
+        "inline chart"
+    );
+    assert!(
+        !page.contains("<script")
+            && !page.contains("http://")
+            && !page.contains("https://")
+            && !page.contains("<link"),
+        "self-contained"
+    );
     let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&out_dir).unwrap();
     let file = out_dir.join("report.html");
     std::fs::write(&file, &page).unwrap();
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     let Some(chromium) = chromium else {
         panic!("chromium is not installed: scripts/test installs Debian's chromium package");
     };
@@ -80,7 +158,17 @@ async fn html_report_renders_in_a_real_browser() {
     let _ = std::fs::remove_file(&shot);
     let profile = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1400"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1400",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", file.display()))
@@ -90,7 +178,11 @@ async fn html_report_renders_in_a_real_browser() {
         .unwrap();
     assert!(status.success(), "chromium failed");
     let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "a real screenshot ({} bytes)", png.len());
+    assert!(
+        png.len() > 10_000 && png.starts_with(b"\x89PNG"),
+        "a real screenshot ({} bytes)",
+        png.len()
+    );
 }
 
 #[tokio::test]
@@ -102,34 +194,88 @@ async fn conformance_goes_from_4_to_0_across_a_sweep() {
     let r = &j["rules"][0];
     assert_eq!(r["overdue"], 4);
     assert!(r["oldest_overdue_age_seconds"].as_f64().unwrap() > 49.0 * 86_400.0);
-    env.run(&cfg, &["hold", "add", "--subject", "account:4", "--reason", "case"]).expect_code(0);
+    env.run(
+        &cfg,
+        &["hold", "add", "--subject", "account:4", "--reason", "case"],
+    )
+    .expect_code(0);
     env.run(&cfg, &["sweep"]).expect_code(0);
     let after = env.run(&cfg, &["conformance", "--format", "json"]);
     after.expect_code(0);
     let r = &after.json()["rules"][0];
     assert_eq!(r["overdue"], 0);
-    assert_eq!(r["held"], 1, "held records are counted separately, not as violations");
+    assert_eq!(
+        r["held"], 1,
+        "held records are counted separately, not as violations"
+    );
 }
 
 #[tokio::test]
 async fn erase_respects_holds_and_removes_linked_rows() {
     let (env, cfg) = env_with_logs("erase").await;
     env.sql("INSERT INTO logs (account_id, at) VALUES (1, now() - interval '1 day'), (1, NULL), (2, now());").await;
-    env.run(&cfg, &["hold", "add", "--subject", "account:2", "--reason", "litigation"]).expect_code(0);
-    let dry = env.run(&cfg, &["erase", "--subject", "account:1", "--dry-run", "--format", "json"]);
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "account:2",
+            "--reason",
+            "litigation",
+        ],
+    )
+    .expect_code(0);
+    let dry = env.run(
+        &cfg,
+        &[
+            "erase",
+            "--subject",
+            "account:1",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
     dry.expect_code(0);
-    assert_eq!(n(&dry.json(), "logs", "matched"), 3, "every age, NULL included");
-    assert_eq!(env.scalar("SELECT count(*) FROM logs WHERE account_id = 1").await, 3);
-    let e = env.run(&cfg, &["erase", "--subject", "account:1", "--format", "json"]);
+    assert_eq!(
+        n(&dry.json(), "logs", "matched"),
+        3,
+        "every age, NULL included"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs WHERE account_id = 1")
+            .await,
+        3
+    );
+    let e = env.run(
+        &cfg,
+        &["erase", "--subject", "account:1", "--format", "json"],
+    );
     e.expect_code(0);
     assert_eq!(n(&e.json(), "logs", "deleted"), 3);
-    assert_eq!(env.scalar("SELECT count(*) FROM logs WHERE account_id = 1").await, 0);
-    let held = env.run(&cfg, &["erase", "--subject", "account:2", "--format", "json"]).json();
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs WHERE account_id = 1")
+            .await,
+        0
+    );
+    let held = env
+        .run(
+            &cfg,
+            &["erase", "--subject", "account:2", "--format", "json"],
+        )
+        .json();
     assert_eq!(n(&held, "logs", "deleted"), 0);
     assert_eq!(n(&held, "logs", "held"), 2);
-    assert_eq!(env.scalar("SELECT count(*) FROM logs WHERE account_id = 2").await, 2);
-    env.run(&cfg, &["erase", "--subject", "nobody"]).expect_code(2);
-    env.run(&cfg, &["erase", "--subject", "user:1"]).expect_code(2);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs WHERE account_id = 2")
+            .await,
+        2
+    );
+    env.run(&cfg, &["erase", "--subject", "nobody"])
+        .expect_code(2);
+    env.run(&cfg, &["erase", "--subject", "user:1"])
+        .expect_code(2);
 }
 
 #[tokio::test]
@@ -139,8 +285,15 @@ async fn policy_lists_every_category_of_the_shipped_config() {
     out.expect_code(0);
     let config = retentiond::config::Config::load(&shipped).unwrap();
     for (name, c) in &config.categories {
-        assert!(out.stdout.contains(&format!("| {name} |")), "category {name} missing:\n{}", out.stdout);
-        assert!(out.stdout.contains(&c.legal_basis.replace('|', "\\|")), "legal basis of {name}");
+        assert!(
+            out.stdout.contains(&format!("| {name} |")),
+            "category {name} missing:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(&c.legal_basis.replace('|', "\\|")),
+            "legal basis of {name}"
+        );
     }
     // The seed policies' promises, in the words a policy would quote.
     for promise in [

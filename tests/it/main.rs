@@ -1,9 +1,9 @@
 //! End-to-end tests against real PostgreSQL and S3-compatible servers (see scripts/test).
 
+mod audit;
 mod common;
 mod config_errors;
-mod postgres;
-mod s3;
-mod audit;
 mod daemon;
 mod evidence;
+mod postgres;
+mod s3;

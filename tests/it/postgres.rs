@@ -52,16 +52,35 @@ async fn every_age_type_deletes_only_rows_past_the_cutoff() {
         assert_eq!(n(&dry, r, "matched"), 10, "{r} dry-run matched");
         assert_eq!(n(&dry, r, "deleted"), 0, "{r} dry-run deleted nothing");
     }
-    assert_eq!(env.scalar("SELECT count(*) FROM t_tz").await, 19, "dry-run changed nothing");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM t_tz").await,
+        19,
+        "dry-run changed nothing"
+    );
 
     let out = env.run(&cfg, &["sweep", "--format", "json"]);
     out.expect_code(0);
     let report = out.json();
     assert_eq!(report["status"], "succeeded");
-    for (r, table) in [("tz", "t_tz"), ("ts", "t_ts"), ("date", "t_date"), ("es", "t_es"), ("ems", "t_ems")] {
+    for (r, table) in [
+        ("tz", "t_tz"),
+        ("ts", "t_ts"),
+        ("date", "t_date"),
+        ("es", "t_es"),
+        ("ems", "t_ems"),
+    ] {
         assert_eq!(n(&report, r, "deleted"), 10, "{r} deleted");
-        assert_eq!(env.scalar(&format!("SELECT count(*) FROM {table} WHERE at IS NULL")).await, 2, "{r}: NULL ages are never due");
-        assert_eq!(env.scalar(&format!("SELECT count(*) FROM {table}")).await, 9, "{r}: young and NULL rows stay");
+        assert_eq!(
+            env.scalar(&format!("SELECT count(*) FROM {table} WHERE at IS NULL"))
+                .await,
+            2,
+            "{r}: NULL ages are never due"
+        );
+        assert_eq!(
+            env.scalar(&format!("SELECT count(*) FROM {table}")).await,
+            9,
+            "{r}: young and NULL rows stay"
+        );
     }
     // Idempotent: the second run finds nothing.
     let again = env.run(&cfg, &["sweep", "--format", "json"]).json();
@@ -92,11 +111,25 @@ async fn boundary_rows_at_and_around_the_cutoff() {
         delete_rule("ms", "b_ms", "at", "age_format = \"epoch_millis\""),
         delete_rule("date", "b_date", "at", ""),
     ));
-    let out = env.run(&cfg, &["sweep", "--dry-run", "--as-of", "2026-06-01T12:00:00Z", "--format", "json"]);
+    let out = env.run(
+        &cfg,
+        &[
+            "sweep",
+            "--dry-run",
+            "--as-of",
+            "2026-06-01T12:00:00Z",
+            "--format",
+            "json",
+        ],
+    );
     out.expect_code(0);
     let r = out.json();
     assert_eq!(rule(&r, "tz")["cutoff"], "2026-05-02T12:00:00Z");
-    assert_eq!(n(&r, "tz", "matched"), 1, "only the row one second before the cutoff is due");
+    assert_eq!(
+        n(&r, "tz", "matched"),
+        1,
+        "only the row one second before the cutoff is due"
+    );
     assert_eq!(rule(&r, "tz")["samples"].as_array().unwrap().len(), 1);
     assert_eq!(n(&r, "ms", "matched"), 1, "epoch millis: same boundary");
     // A date is due only once its whole day lies before the cutoff (2026-05-02 12:00):
@@ -111,8 +144,16 @@ async fn boundary_rows_at_and_around_the_cutoff() {
     .await;
     let cfg = env.config(&format!("{LOGS}{}", delete_rule("now", "b_now", "at", "")));
     env.run(&cfg, &["sweep"]).expect_code(0);
-    assert_eq!(env.scalar("SELECT count(*) FROM b_now WHERE label = 'young'").await, 1);
-    assert_eq!(env.scalar("SELECT count(*) FROM b_now WHERE label = 'old'").await, 0);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM b_now WHERE label = 'young'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM b_now WHERE label = 'old'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -140,10 +181,22 @@ async fn keyless_composite_key_and_mixed_case_tables() {
     let r = out.json();
     // Days 30..60 are past the 30-day cutoff (day 30 by the milliseconds since insert).
     assert_eq!(n(&r, "mixed", "deleted"), 31);
-    assert_eq!(n(&r, "nokey", "deleted"), 36, "duplicate rows in a keyless table all go");
+    assert_eq!(
+        n(&r, "nokey", "deleted"),
+        36,
+        "duplicate rows in a keyless table all go"
+    );
     assert_eq!(n(&r, "composite", "deleted"), 31);
-    assert_eq!(env.scalar(r#"SELECT count(*) FROM "AuditLogs"."ApiLog""#).await, 29);
-    assert_eq!(env.scalar("SELECT count(*) FROM nokey WHERE at < now() - interval '30 days'").await, 0);
+    assert_eq!(
+        env.scalar(r#"SELECT count(*) FROM "AuditLogs"."ApiLog""#)
+            .await,
+        29
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM nokey WHERE at < now() - interval '30 days'")
+            .await,
+        0
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM composite").await, 29);
     // Batches were small (batch_size 3 growing to at most 50), so batching was exercised.
     assert!(rule(&r, "mixed")["details"]["batches"].as_u64().unwrap() > 1);
@@ -160,10 +213,40 @@ async fn holds_keep_subjects_and_categories_until_released() {
     .await;
     let cfg = env.config(&format!(
         "{LOGS}{}",
-        delete_rule("msgs", "msgs", "at", "subject = { kind = \"account\", column = \"account_id\" }")
+        delete_rule(
+            "msgs",
+            "msgs",
+            "at",
+            "subject = { kind = \"account\", column = \"account_id\" }"
+        )
     ));
-    env.run(&cfg, &["hold", "add", "--subject", "account:2", "--reason", "litigation 2026-17", "--actor", "dpo"]).expect_code(0);
-    let cat = env.run(&cfg, &["hold", "add", "--category", "logs", "--reason", "regulator inquiry", "--actor", "dpo"]);
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "account:2",
+            "--reason",
+            "litigation 2026-17",
+            "--actor",
+            "dpo",
+        ],
+    )
+    .expect_code(0);
+    let cat = env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--category",
+            "logs",
+            "--reason",
+            "regulator inquiry",
+            "--actor",
+            "dpo",
+        ],
+    );
     cat.expect_code(0);
     let cat_id: String = cat.stdout.split_whitespace().nth(1).unwrap().to_owned();
 
@@ -175,25 +258,57 @@ async fn holds_keep_subjects_and_categories_until_released() {
     assert_eq!(n(&r, "msgs", "held"), 31);
     assert_eq!(env.scalar("SELECT count(*) FROM msgs").await, 31);
 
-    env.run(&cfg, &["hold", "release", &cat_id, "--reason", "inquiry closed", "--actor", "dpo"]).expect_code(0);
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "release",
+            &cat_id,
+            "--reason",
+            "inquiry closed",
+            "--actor",
+            "dpo",
+        ],
+    )
+    .expect_code(0);
     // Subject hold: account 2's rows stay and are counted; NULL-subject rows are not held.
     let r = env.run(&cfg, &["sweep", "--format", "json"]).json();
     assert_eq!(n(&r, "msgs", "deleted"), 21);
     assert_eq!(n(&r, "msgs", "held"), 10);
-    assert_eq!(env.scalar("SELECT count(*) FROM msgs WHERE account_id = 2").await, 10);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM msgs WHERE account_id = 2")
+            .await,
+        10
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM msgs").await, 10);
 
     let list = env.run(&cfg, &["hold", "list", "--format", "json"]).json();
     assert_eq!(list.as_array().unwrap().len(), 1, "one active hold left");
     let subject_hold = list[0]["id"].to_string();
-    env.run(&cfg, &["hold", "release", &subject_hold, "--reason", "settled"]).expect_code(0);
-    env.run(&cfg, &["hold", "release", &subject_hold, "--reason", "again"]).expect_code(2);
+    env.run(
+        &cfg,
+        &["hold", "release", &subject_hold, "--reason", "settled"],
+    )
+    .expect_code(0);
+    env.run(
+        &cfg,
+        &["hold", "release", &subject_hold, "--reason", "again"],
+    )
+    .expect_code(2);
     let r = env.run(&cfg, &["sweep", "--format", "json"]).json();
     assert_eq!(n(&r, "msgs", "deleted"), 10);
     // Every hold change is in the chain.
     env.run(&cfg, &["audit", "verify"]).expect_code(0);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.holds WHERE hash IS NOT NULL").await, 2);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.hold_releases WHERE hash IS NOT NULL").await, 2);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.holds WHERE hash IS NOT NULL")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.hold_releases WHERE hash IS NOT NULL")
+            .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -213,24 +328,50 @@ async fn legal_floor_is_never_crossed() {
     let r = env.run(&cfg, &["sweep", "--format", "json"]);
     r.expect_code(0);
     assert_eq!(n(&r.json(), "invoices", "deleted"), 1);
-    assert_eq!(env.scalar("SELECT count(*) FROM invoices").await, 3, "nothing younger than 7 years goes");
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM invoices").await,
+        3,
+        "nothing younger than 7 years goes"
+    );
 
     // Erasure of account 1 ignores age but not the floor: both remaining invoices stay,
     // and the report says when the first becomes erasable.
-    let e = env.run(&cfg, &["erase", "--subject", "account:1", "--format", "json"]);
+    let e = env.run(
+        &cfg,
+        &["erase", "--subject", "account:1", "--format", "json"],
+    );
     e.expect_code(0);
     let e = e.json();
     assert_eq!(e["trigger"], "erase");
     assert_eq!(n(&e, "invoices", "deleted"), 0);
     assert_eq!(rule(&e, "invoices")["details"]["kept_within_floor"], 2);
-    let erasable = rule(&e, "invoices")["details"]["erasable_from"].as_str().unwrap().to_owned();
+    let erasable = rule(&e, "invoices")["details"]["erasable_from"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let expected = chrono::Utc::now().date_naive() + chrono::Days::new(2);
-    assert!(erasable.starts_with(&expected.to_string()), "erasable_from {erasable}, expected {expected}");
+    assert!(
+        erasable.starts_with(&expected.to_string()),
+        "erasable_from {erasable}, expected {expected}"
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM invoices").await, 3);
     // The subject is stored only as a keyed hash.
-    let stored: String = sqlx::query_scalar("SELECT subject_hash FROM retentiond.runs WHERE trigger = 'erase'").fetch_one(&env.pool).await.unwrap();
-    assert_eq!(stored, retentiond::anonymise::pseudonym(HMAC_KEY.as_bytes(), "account:1"));
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE row_to_json(runs)::text LIKE '%account:1%'").await, 0);
+    let stored: String =
+        sqlx::query_scalar("SELECT subject_hash FROM retentiond.runs WHERE trigger = 'erase'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        retentiond::anonymise::pseudonym(HMAC_KEY.as_bytes(), "account:1")
+    );
+    assert_eq!(
+        env.scalar(
+            "SELECT count(*) FROM retentiond.runs WHERE row_to_json(runs)::text LIKE '%account:1%'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -243,23 +384,50 @@ async fn max_delete_guard_refuses_and_can_be_overridden() {
          INSERT INTO tickets (status, resolved_at) SELECT 'resolved', now() - interval '1 day' FROM generate_series(1, 60);",
     )
     .await;
-    let cfg = env.config(&format!("{LOGS}{}", delete_rule("tickets", "tickets", "resolved_at", "filter = \"status = 'resolved'\"\nmax_delete = \"20%\"")));
+    let cfg = env.config(&format!(
+        "{LOGS}{}",
+        delete_rule(
+            "tickets",
+            "tickets",
+            "resolved_at",
+            "filter = \"status = 'resolved'\"\nmax_delete = \"20%\""
+        )
+    ));
     let r = env.run(&cfg, &["sweep", "--format", "json"]);
     r.expect_code(3);
     let j = r.json();
     assert_eq!(j["status"], "refused");
     assert_eq!(rule(&j, "tickets")["status"], "refused");
     assert_eq!(n(&j, "tickets", "matched"), 30);
-    assert_eq!(env.scalar("SELECT count(*) FROM tickets").await, 100, "refused: nothing removed");
-    let stored: String = sqlx::query_scalar("SELECT status FROM retentiond.runs ORDER BY id DESC LIMIT 1").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM tickets").await,
+        100,
+        "refused: nothing removed"
+    );
+    let stored: String =
+        sqlx::query_scalar("SELECT status FROM retentiond.runs ORDER BY id DESC LIMIT 1")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(stored, "refused");
 
     let r = env.run(&cfg, &["sweep", "--allow-mass-delete", "--format", "json"]);
     r.expect_code(0);
-    assert_eq!(n(&r.json(), "tickets", "deleted"), 30, "the filter keeps open tickets");
-    assert_eq!(env.scalar("SELECT count(*) FROM tickets WHERE status = 'open'").await, 10);
+    assert_eq!(
+        n(&r.json(), "tickets", "deleted"),
+        30,
+        "the filter keeps open tickets"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM tickets WHERE status = 'open'")
+            .await,
+        10
+    );
 
-    let cfg = env.config(&format!("{LOGS}{}", delete_rule("tickets", "tickets", "resolved_at", "max_delete = 5")));
+    let cfg = env.config(&format!(
+        "{LOGS}{}",
+        delete_rule("tickets", "tickets", "resolved_at", "max_delete = 5")
+    ));
     env.sql("INSERT INTO tickets (status, resolved_at) SELECT 'resolved', now() - interval '40 days' FROM generate_series(1, 6);").await;
     env.run(&cfg, &["sweep"]).expect_code(3);
 }
@@ -304,7 +472,10 @@ async fn anonymise_every_strategy_once() {
         }
     };
     let ann = row(1).await;
-    assert_eq!(ann.0.as_deref(), Some(retentiond::anonymise::pseudonym(HMAC_KEY.as_bytes(), "ann@example.com").as_str()));
+    assert_eq!(
+        ann.0.as_deref(),
+        Some(retentiond::anonymise::pseudonym(HMAC_KEY.as_bytes(), "ann@example.com").as_str())
+    );
     assert_eq!(ann.1, None);
     assert_eq!(ann.2.as_deref(), Some("192.168.1.0"));
     assert_eq!(ann.3.as_deref(), Some("10.1.2.0"));
@@ -313,12 +484,24 @@ async fn anonymise_every_strategy_once() {
     assert_eq!(ann.6.as_deref(), Some("redacted"));
     assert!(ann.7.as_deref().unwrap().starts_with("rnd:"));
     let bob = row(2).await;
-    assert_eq!(bob.3.as_deref(), Some("2001:db8:1::"), "IPv6 in a text column to its /48");
+    assert_eq!(
+        bob.3.as_deref(),
+        Some("2001:db8:1::"),
+        "IPv6 in a text column to its /48"
+    );
     let cy = row(3).await;
-    assert_eq!(cy.0.as_deref(), Some("cy@example.com"), "young rows are untouched");
+    assert_eq!(
+        cy.0.as_deref(),
+        Some("cy@example.com"),
+        "young rows are untouched"
+    );
     assert_eq!(cy.2.as_deref(), Some("8.8.8.8"));
     // Pseudonyms join across tables.
-    assert_eq!(env.scalar("SELECT count(*) FROM people p JOIN tickets t USING (email)").await, 1);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM people p JOIN tickets t USING (email)")
+            .await,
+        1
+    );
     assert_ne!(env.scalar("SELECT kid FROM people WHERE id = 1").await, 42);
     // An anonymised row is never selected again.
     let again = env.run(&cfg, &["sweep", "--format", "json"]).json();
@@ -331,7 +514,8 @@ async fn anonymise_every_strategy_once() {
 #[tokio::test]
 async fn preflight_catches_missing_tables_columns_and_bad_filters_before_any_write() {
     let env = TestEnv::new("preflight").await;
-    env.sql("CREATE TABLE present (id int, at timestamptz, label text, n int);").await;
+    env.sql("CREATE TABLE present (id int, at timestamptz, label text, n int);")
+        .await;
     let cases = [
         (delete_rule("r", "absent", "at", ""), "table public.absent does not exist"),
         (delete_rule("r", "present", "created", ""), "column public.present.created does not exist"),
@@ -349,11 +533,16 @@ async fn preflight_catches_missing_tables_columns_and_bad_filters_before_any_wri
         for cmd in [&["validate"][..], &["sweep"][..]] {
             let out = env.run(&cfg, cmd);
             assert_eq!(out.code, 2, "{expected}: {cmd:?}\n{}", out.stderr);
-            assert!(out.stderr.contains("rule r:") && out.stderr.contains(expected), "{expected}:\n{}", out.stderr);
+            assert!(
+                out.stderr.contains("rule r:") && out.stderr.contains(expected),
+                "{expected}:\n{}",
+                out.stderr
+            );
         }
     }
     assert_eq!(
-        env.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'retentiond'").await,
+        env.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'retentiond'")
+            .await,
         0,
         "a failed preflight writes nothing, not even the audit schema"
     );
@@ -363,7 +552,8 @@ async fn preflight_catches_missing_tables_columns_and_bad_filters_before_any_wri
     out.expect_code(0);
     assert!(out.stderr.contains("CREATE INDEX CONCURRENTLY IF NOT EXISTS \"present_at_idx\" ON \"public\".\"present\" (\"at\");"), "{}", out.stderr);
     // --as-of is refused on an enforcing sweep.
-    env.run(&cfg, &["sweep", "--as-of", "2026-01-01"]).expect_code(2);
+    env.run(&cfg, &["sweep", "--as-of", "2026-01-01"])
+        .expect_code(2);
     env.run(&cfg, &["sweep", "--rule", "nope"]).expect_code(2);
 }
 
@@ -379,8 +569,10 @@ async fn concurrent_writer_is_never_blocked_longer_than_a_batch() {
     .await;
     let cfg = env.config_named(
         "retention.toml",
-        &(env.header().replace("batch_size = 3\nmin_batch_size = 1\nmax_batch_size = 50", "batch_size = 500\nmax_batch_duration = \"100ms\"")
-            + &format!("{LOGS}{}", delete_rule("events", "events", "at", ""))),
+        &(env.header().replace(
+            "batch_size = 3\nmin_batch_size = 1\nmax_batch_size = 50",
+            "batch_size = 500\nmax_batch_duration = \"100ms\"",
+        ) + &format!("{LOGS}{}", delete_rule("events", "events", "at", ""))),
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -391,7 +583,10 @@ async fn concurrent_writer_is_never_blocked_longer_than_a_batch() {
             let mut ops = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = std::time::Instant::now();
-                sqlx::query("INSERT INTO events (at, payload) VALUES (now(), 'new')").execute(&pool).await.unwrap();
+                sqlx::query("INSERT INTO events (at, payload) VALUES (now(), 'new')")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
                 // Touch due rows too: the sweep must skip rows the application holds, and the
                 // application must never wait on the sweep for long.
                 sqlx::query("UPDATE events SET payload = 'touched' WHERE id = (SELECT id FROM events WHERE at < now() - interval '30 days' ORDER BY id DESC LIMIT 1)")
@@ -406,16 +601,29 @@ async fn concurrent_writer_is_never_blocked_longer_than_a_batch() {
     };
     let cfg2 = cfg.clone();
     let envv = env.env.clone();
-    let out = tokio::task::spawn_blocking(move || crate::common::run_bin(&cfg2, &["sweep", "--format", "json"], &envv)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::common::run_bin(&cfg2, &["sweep", "--format", "json"], &envv)
+    })
+    .await
+    .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (worst, ops) = writer.await.unwrap();
     out.expect_code(0);
     let j = out.json();
-    let longest = rule(&j, "events")["details"]["longest_batch_ms"].as_u64().unwrap();
-    assert!(ops > 5, "the writer kept working during the sweep ({ops} ops)");
+    let longest = rule(&j, "events")["details"]["longest_batch_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        ops > 5,
+        "the writer kept working during the sweep ({ops} ops)"
+    );
     assert!(
         worst.as_millis() as u64 <= longest.max(100) * 2 + 500,
         "a writer statement waited {worst:?}; the longest batch took {longest} ms"
     );
-    assert_eq!(env.scalar("SELECT count(*) FROM events WHERE at > now() - interval '30 days'").await as u64, 1000 + ops);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM events WHERE at > now() - interval '30 days'")
+            .await as u64,
+        1000 + ops
+    );
 }

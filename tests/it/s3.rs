@@ -2,7 +2,9 @@
 //! suite (versioning, Object Lock, multipart), Garage for what needs neither.
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockLegalHoldStatus, ObjectLockMode, VersioningConfiguration};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ObjectLockLegalHoldStatus, ObjectLockMode, VersioningConfiguration,
+};
 use aws_sdk_s3::Client;
 
 use crate::common::{n, rule, TestEnv};
@@ -20,7 +22,8 @@ pub struct Server {
 pub fn moto() -> Server {
     Server {
         name: "moto",
-        endpoint: std::env::var("RETENTIOND_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9100".into()),
+        endpoint: std::env::var("RETENTIOND_TEST_S3_ENDPOINT")
+            .unwrap_or_else(|_| "http://127.0.0.1:9100".into()),
         key: "test".into(),
         secret: "test".into(),
         region: "eu-central-1".into(),
@@ -57,15 +60,20 @@ pub fn plain_servers() -> Vec<Server> {
 
 impl Server {
     pub fn client(&self) -> Client {
-        let creds = aws_sdk_s3::config::Credentials::new(&self.key, &self.secret, None, None, "test");
+        let creds =
+            aws_sdk_s3::config::Credentials::new(&self.key, &self.secret, None, None, "test");
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(self.region.clone()))
             .endpoint_url(&self.endpoint)
             .credentials_provider(creds)
             .force_path_style(true)
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         Client::from_conf(conf)
     }
@@ -78,14 +86,18 @@ impl Server {
         if self.region != "us-east-1" && self.name != "garage" {
             req = req.create_bucket_configuration(
                 aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(self.region.as_str()))
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                        self.region.as_str(),
+                    ))
                     .build(),
             );
         }
         if lock {
             req = req.object_lock_enabled_for_bucket(true);
         }
-        req.send().await.unwrap_or_else(|e| panic!("create bucket on {}: {e:?}", self.name));
+        req.send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket on {}: {e:?}", self.name));
         name
     }
 
@@ -110,7 +122,15 @@ impl Server {
 }
 
 pub async fn put(c: &Client, bucket: &str, key: &str, body: &str) -> Option<String> {
-    c.put_object().bucket(bucket).key(key).body(ByteStream::from(body.as_bytes().to_vec())).send().await.unwrap_or_else(|e| panic!("put {key}: {e:?}")).version_id().map(str::to_owned)
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.as_bytes().to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"))
+        .version_id()
+        .map(str::to_owned)
 }
 
 pub async fn put_many(c: &Client, bucket: &str, keys: Vec<String>) {
@@ -132,8 +152,19 @@ pub async fn keys(c: &Client, bucket: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut token = None;
     loop {
-        let r = c.list_objects_v2().bucket(bucket).prefix(prefix).set_continuation_token(token).send().await.unwrap();
-        out.extend(r.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        let r = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        out.extend(
+            r.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         if !r.is_truncated().unwrap_or(false) {
             break;
         }
@@ -145,12 +176,30 @@ pub async fn keys(c: &Client, bucket: &str, prefix: &str) -> Vec<String> {
 
 /// `(key, version, is_delete_marker)` of every version under `prefix`.
 pub async fn versions(c: &Client, bucket: &str, prefix: &str) -> Vec<(String, String, bool)> {
-    let r = c.list_object_versions().bucket(bucket).prefix(prefix).send().await.unwrap();
+    let r = c
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
     let mut v: Vec<_> = r
         .versions()
         .iter()
-        .map(|x| (x.key().unwrap().to_owned(), x.version_id().unwrap_or("").to_owned(), false))
-        .chain(r.delete_markers().iter().map(|m| (m.key().unwrap().to_owned(), m.version_id().unwrap_or("").to_owned(), true)))
+        .map(|x| {
+            (
+                x.key().unwrap().to_owned(),
+                x.version_id().unwrap_or("").to_owned(),
+                false,
+            )
+        })
+        .chain(r.delete_markers().iter().map(|m| {
+            (
+                m.key().unwrap().to_owned(),
+                m.version_id().unwrap_or("").to_owned(),
+                true,
+            )
+        }))
         .collect();
     v.sort();
     v
@@ -185,34 +234,102 @@ async fn prefix_rule_deletes_old_objects_with_any_key_name() {
         put_many(&c, &bucket, old.clone()).await;
         put(&c, &bucket, "gen/pinned/keep.png", "pinned").await;
         put(&c, &bucket, "other/outside.png", "outside").await;
-        let upload = c.create_multipart_upload().bucket(&bucket).key("gen/big.bin").send().await.unwrap();
+        let upload = c
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key("gen/big.bin")
+            .send()
+            .await
+            .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
         put(&c, &bucket, "gen/young.png", "young").await;
-        let cfg = env.config(&format!("{}{}", server.store(&bucket), prefix_rule("exclude = [\"gen/pinned/\"]\nabort_multipart_after = \"1s\"")));
+        let cfg = env.config(&format!(
+            "{}{}",
+            server.store(&bucket),
+            prefix_rule("exclude = [\"gen/pinned/\"]\nabort_multipart_after = \"1s\"")
+        ));
 
         let dry = env.run(&cfg, &["sweep", "--dry-run", "--format", "json"]);
         dry.expect_code(0);
         let dry = dry.json();
-        assert_eq!(n(&dry, "orphans", "matched"), old.len() as u64, "{}: dry-run matched", server.name);
-        assert_eq!(n(&dry, "orphans", "bytes"), old.len() as u64 * 14, "{}: dry-run bytes", server.name);
-        assert!(!rule(&dry, "orphans")["samples"].as_array().unwrap().is_empty());
-        assert_eq!(keys(&c, &bucket, "gen/").await.len(), old.len() + 2, "{}: dry-run deleted nothing", server.name);
+        assert_eq!(
+            n(&dry, "orphans", "matched"),
+            old.len() as u64,
+            "{}: dry-run matched",
+            server.name
+        );
+        assert_eq!(
+            n(&dry, "orphans", "bytes"),
+            old.len() as u64 * 14,
+            "{}: dry-run bytes",
+            server.name
+        );
+        assert!(!rule(&dry, "orphans")["samples"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            keys(&c, &bucket, "gen/").await.len(),
+            old.len() + 2,
+            "{}: dry-run deleted nothing",
+            server.name
+        );
 
         let out = env.run(&cfg, &["sweep", "--format", "json"]);
         out.expect_code(0);
         let r = out.json();
-        assert_eq!(n(&r, "orphans", "deleted"), old.len() as u64, "{}", server.name);
+        assert_eq!(
+            n(&r, "orphans", "deleted"),
+            old.len() as u64,
+            "{}",
+            server.name
+        );
         assert_eq!(n(&r, "orphans", "failed"), 0);
         assert_eq!(n(&r, "orphans", "bytes"), old.len() as u64 * 14);
-        assert_eq!(keys(&c, &bucket, "gen/").await, vec!["gen/pinned/keep.png".to_string(), "gen/young.png".to_string()], "{}", server.name);
+        assert_eq!(
+            keys(&c, &bucket, "gen/").await,
+            vec![
+                "gen/pinned/keep.png".to_string(),
+                "gen/young.png".to_string()
+            ],
+            "{}",
+            server.name
+        );
         assert_eq!(keys(&c, &bucket, "other/").await.len(), 1);
-        assert_eq!(rule(&r, "orphans")["details"]["multipart_aborted"], 1, "{}", server.name);
-        let uploads = c.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
-        assert!(uploads.uploads().iter().all(|u| u.upload_id() != upload.upload_id()), "{}: upload aborted", server.name);
+        assert_eq!(
+            rule(&r, "orphans")["details"]["multipart_aborted"],
+            1,
+            "{}",
+            server.name
+        );
+        let uploads = c
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            uploads
+                .uploads()
+                .iter()
+                .all(|u| u.upload_id() != upload.upload_id()),
+            "{}: upload aborted",
+            server.name
+        );
         // Idempotent: nothing that was due then is left (as of a moment before the young
         // object could itself expire).
-        let again = env.run(&cfg, &["sweep", "--dry-run", "--as-of=-4s", "--format", "json"]).json();
-        assert_eq!(n(&again, "orphans", "matched"), 0, "{}: idempotent", server.name);
+        let again = env
+            .run(
+                &cfg,
+                &["sweep", "--dry-run", "--as-of=-4s", "--format", "json"],
+            )
+            .json();
+        assert_eq!(
+            n(&again, "orphans", "matched"),
+            0,
+            "{}: idempotent",
+            server.name
+        );
     }
 }
 
@@ -232,7 +349,11 @@ async fn versioned_bucket_with_object_lock() {
         .bucket(&bucket)
         .key("gen/held.png")
         .version_id(&held)
-        .legal_hold(aws_sdk_s3::types::ObjectLockLegalHold::builder().status(ObjectLockLegalHoldStatus::On).build())
+        .legal_hold(
+            aws_sdk_s3::types::ObjectLockLegalHold::builder()
+                .status(ObjectLockLegalHoldStatus::On)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -243,7 +364,9 @@ async fn versioned_bucket_with_object_lock() {
         .body(ByteStream::from_static(b"gov"))
         .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
         .object_lock_mode(ObjectLockMode::Governance)
-        .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(chrono::Utc::now().timestamp() + 86_400))
+        .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
+            chrono::Utc::now().timestamp() + 86_400,
+        ))
         .send()
         .await
         .unwrap()
@@ -251,49 +374,89 @@ async fn versioned_bucket_with_object_lock() {
         .unwrap()
         .to_owned();
     put(&c, &bucket, "gen/user-deleted.png", "x").await;
-    c.delete_object().bucket(&bucket).key("gen/user-deleted.png").send().await.unwrap();
+    c.delete_object()
+        .bucket(&bucket)
+        .key("gen/user-deleted.png")
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
     // Young generation.
     let young_current = put(&c, &bucket, "gen/mixed.png", "new").await.unwrap();
     put(&c, &bucket, "gen/young.png", "young").await;
 
-    let cfg = env.config(&format!("{}{}", server.store(&bucket), prefix_rule("versions = \"all\"")));
+    let cfg = env.config(&format!(
+        "{}{}",
+        server.store(&bucket),
+        prefix_rule("versions = \"all\"")
+    ));
     let out = env.run(&cfg, &["sweep", "--format", "json"]);
     out.expect_code(0);
     let r = out.json();
     assert_eq!(rule(&r, "orphans")["details"]["versioned"], true);
     assert_eq!(rule(&r, "orphans")["details"]["object_lock"], true);
-    assert_eq!(n(&r, "orphans", "held"), 2, "legal hold and governance retention are held, not failed");
+    assert_eq!(
+        n(&r, "orphans", "held"),
+        2,
+        "legal hold and governance retention are held, not failed"
+    );
     assert_eq!(n(&r, "orphans", "failed"), 0);
     // expired: 2 versions; mixed: 1 noncurrent; user-deleted: version + marker.
     assert_eq!(n(&r, "orphans", "deleted"), 5);
     let left = versions(&c, &bucket, "gen/").await;
-    assert!(left.iter().all(|(_, _, marker)| !marker), "no delete marker is left behind: {left:?}");
-    let left_keys: Vec<(&str, &str)> = left.iter().map(|(k, v, _)| (k.as_str(), v.as_str())).collect();
+    assert!(
+        left.iter().all(|(_, _, marker)| !marker),
+        "no delete marker is left behind: {left:?}"
+    );
+    let left_keys: Vec<(&str, &str)> = left
+        .iter()
+        .map(|(k, v, _)| (k.as_str(), v.as_str()))
+        .collect();
     assert!(left_keys.contains(&("gen/held.png", held.as_str())));
     assert!(left_keys.contains(&("gen/retained.png", retained.as_str())));
     assert!(left_keys.contains(&("gen/mixed.png", young_current.as_str())));
-    assert!(!left_keys.contains(&("gen/mixed.png", noncurrent_old.as_str())), "old noncurrent version is due");
+    assert!(
+        !left_keys.contains(&("gen/mixed.png", noncurrent_old.as_str())),
+        "old noncurrent version is due"
+    );
     assert!(left_keys.iter().any(|(k, _)| *k == "gen/young.png"));
-    assert!(!left_keys.iter().any(|(k, _)| *k == "gen/expired.png" || *k == "gen/user-deleted.png"));
+    assert!(!left_keys
+        .iter()
+        .any(|(k, _)| *k == "gen/expired.png" || *k == "gen/user-deleted.png"));
     assert_eq!(left.len(), 4);
 
     // versions = "current" keeps the history: a delete marker, old versions untouched.
     let bucket2 = server.bucket(false).await;
     c.put_bucket_versioning()
         .bucket(&bucket2)
-        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
     put(&c, &bucket2, "gen/a.png", "1").await;
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    let cfg = env.config(&format!("{}{}", server.store(&bucket2), prefix_rule("versions = \"current\"")));
+    let cfg = env.config(&format!(
+        "{}{}",
+        server.store(&bucket2),
+        prefix_rule("versions = \"current\"")
+    ));
     let r = env.run(&cfg, &["sweep", "--format", "json"]);
     r.expect_code(0);
     let v = versions(&c, &bucket2, "gen/").await;
-    assert_eq!(v.iter().filter(|x| x.2).count(), 1, "a delete marker hides the key: {v:?}");
-    assert_eq!(v.iter().filter(|x| !x.2).count(), 1, "the version is kept as history");
+    assert_eq!(
+        v.iter().filter(|x| x.2).count(),
+        1,
+        "a delete marker hides the key: {v:?}"
+    );
+    assert_eq!(
+        v.iter().filter(|x| !x.2).count(),
+        1,
+        "the version is kept as history"
+    );
 }
 
 async fn linked_objects_case(server: Server) {
@@ -312,32 +475,86 @@ async fn linked_objects_case(server: Server) {
            (1, now() - interval '100 days', NULL, '{}');",
     )
     .await;
-    let mut present: Vec<String> = (1..=40).flat_map(|g| vec![format!("generated/{g}.png"), format!("uploads/{g}-a.jpg"), format!("uploads/{g}-b.jpg")]).collect();
-    present.extend(["generated/held.png".into(), "generated/young.png".into(), "uploads/young.jpg".into(), "generated/unlinked.png".into()]);
+    let mut present: Vec<String> = (1..=40)
+        .flat_map(|g| {
+            vec![
+                format!("generated/{g}.png"),
+                format!("uploads/{g}-a.jpg"),
+                format!("uploads/{g}-b.jpg"),
+            ]
+        })
+        .collect();
+    present.extend([
+        "generated/held.png".into(),
+        "generated/young.png".into(),
+        "uploads/young.jpg".into(),
+        "generated/unlinked.png".into(),
+    ]);
     put_many(&c, &bucket, present).await;
     let cfg = env.config(&format!(
         "{}[[rules]]\nname = \"generations\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"generations\"\nage_column = \"created_at\"\nretain = \"90d\"\naction = \"delete\"\nsubject = {{ kind = \"account\", column = \"account_id\" }}\nobjects = {{ store = \"assets\", key_columns = [\"output_key\", \"input_keys\"] }}\n",
         server.store(&bucket)
     ));
-    env.run(&cfg, &["hold", "add", "--subject", "account:2", "--reason", "dispute"]).expect_code(0);
-    let dry = env.run(&cfg, &["sweep", "--dry-run", "--format", "json"]).json();
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "account:2",
+            "--reason",
+            "dispute",
+        ],
+    )
+    .expect_code(0);
+    let dry = env
+        .run(&cfg, &["sweep", "--dry-run", "--format", "json"])
+        .json();
     assert_eq!(n(&dry, "generations", "matched"), 42, "{}", server.name);
     assert_eq!(n(&dry, "generations", "held"), 1);
     let out = env.run(&cfg, &["sweep", "--format", "json"]);
     out.expect_code(0);
     let r = out.json();
-    assert_eq!(n(&r, "generations", "deleted"), 42, "{}: 40 with objects, 1 whose object was already gone, 1 without keys", server.name);
+    assert_eq!(
+        n(&r, "generations", "deleted"),
+        42,
+        "{}: 40 with objects, 1 whose object was already gone, 1 without keys",
+        server.name
+    );
     assert_eq!(n(&r, "generations", "held"), 1);
-    assert_eq!(rule(&r, "generations")["details"]["objects_deleted"], 120, "{}", server.name);
+    assert_eq!(
+        rule(&r, "generations")["details"]["objects_deleted"],
+        120,
+        "{}",
+        server.name
+    );
     assert_eq!(env.scalar("SELECT count(*) FROM generations").await, 2);
     let mut left = keys(&c, &bucket, "").await;
     left.sort();
-    assert_eq!(left, vec!["generated/held.png", "generated/unlinked.png", "generated/young.png", "uploads/young.jpg"], "{}", server.name);
+    assert_eq!(
+        left,
+        vec![
+            "generated/held.png",
+            "generated/unlinked.png",
+            "generated/young.png",
+            "uploads/young.jpg"
+        ],
+        "{}",
+        server.name
+    );
     // Invariant: every remaining row's objects still exist.
-    let rows: Vec<(Option<String>, Vec<String>)> = sqlx::query_as("SELECT output_key, input_keys FROM generations").fetch_all(&env.pool).await.unwrap();
+    let rows: Vec<(Option<String>, Vec<String>)> =
+        sqlx::query_as("SELECT output_key, input_keys FROM generations")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
     for (out_key, inputs) in rows {
         for k in out_key.into_iter().chain(inputs) {
-            assert!(left.contains(&k), "{}: row points at missing {k}", server.name);
+            assert!(
+                left.contains(&k),
+                "{}: row points at missing {k}",
+                server.name
+            );
         }
     }
 }
@@ -354,9 +571,17 @@ async fn missing_bucket_fails_the_preflight_with_exit_2() {
     let server = moto();
     let mut env = TestEnv::new("s3missing").await;
     env.env.extend(server.env());
-    let cfg = env.config(&format!("{}{}", server.store("rtd-no-such-bucket-anywhere"), prefix_rule("")));
+    let cfg = env.config(&format!(
+        "{}{}",
+        server.store("rtd-no-such-bucket-anywhere"),
+        prefix_rule("")
+    ));
     let out = env.run(&cfg, &["sweep"]);
     out.expect_code(2);
     assert!(out.stderr.contains("not reachable"), "{}", out.stderr);
-    assert_eq!(env.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'retentiond'").await, 0);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'retentiond'")
+            .await,
+        0
+    );
 }
