@@ -181,7 +181,13 @@ pub fn column_sql(target: &Target<'_>, hmac: &HmacParams) -> Result<ColumnSql, S
         Strategy::Fixed(v) => Ok(idempotent(format!("CAST({} AS {ty})", quote_literal(v)))),
         Strategy::Hash => match kind {
             Kind::Text => Ok(ColumnSql {
-                set_expr: format!("CASE WHEN {col} IS NULL THEN NULL ELSE {} || {hex} END", quote_literal(HASH_PREFIX)),
+                // A value that already is a pseudonym stays as it is, so joins keep working
+                // even if a row is ever anonymised twice.
+                set_expr: format!(
+                    "CASE WHEN {col} IS NULL OR {col} LIKE {} THEN {col} ELSE {} || {hex} END",
+                    quote_literal(&format!("{HASH_PREFIX}%")),
+                    quote_literal(HASH_PREFIX)
+                ),
                 done_expr: Some(format!("({col} IS NULL OR {col} LIKE {})", quote_literal(&format!("{HASH_PREFIX}%")))),
             }),
             Kind::Uuid => Ok(ColumnSql {
@@ -227,11 +233,11 @@ pub fn column_sql(target: &Target<'_>, hmac: &HmacParams) -> Result<ColumnSql, S
                 set_expr: "gen_random_uuid()".to_owned(),
                 done_expr: None,
             }),
-            Kind::Int4 | Kind::Int8 => Ok(ColumnSql {
+            Kind::Int4 | Kind::Int8 if ty != "smallint" => Ok(ColumnSql {
                 set_expr: format!("CAST(floor(random() * 2147483647) AS {ty})"),
                 done_expr: None,
             }),
-            _ => unsuitable("random needs a text, uuid or integer column"),
+            _ => unsuitable("random needs a text, uuid, integer or bigint column"),
         },
     }
 }

@@ -31,11 +31,16 @@ pub struct RuleConformance {
     pub error: Option<String>,
 }
 
-/// Checks every prepared, enabled rule; also sets the overdue gauges.
-pub async fn check(engine: &Engine, pf: &Preflight) -> Vec<RuleConformance> {
+/// Checks every prepared, enabled rule; also sets the overdue gauges. `tolerance` moves
+/// every cutoff back: only records past it by more than that count.
+pub async fn check(
+    engine: &Engine,
+    pf: &Preflight,
+    tolerance: Option<&crate::config::Period>,
+) -> Vec<RuleConformance> {
     let mut out = Vec::new();
     for rule in engine.config.rules.iter().filter(|r| r.enabled) {
-        out.push(check_rule(engine, rule, pf).await);
+        out.push(check_rule(engine, rule, pf, tolerance).await);
     }
     out
 }
@@ -45,9 +50,11 @@ pub async fn check_rule(
     engine: &Engine,
     rule: &crate::config::Rule,
     pf: &Preflight,
+    tolerance: Option<&crate::config::Period>,
 ) -> RuleConformance {
+    let as_of = tolerance.and_then(|t| t.before(Utc::now()));
     let r = engine
-        .evaluate(rule, Mode::DryRun, None, pf.prepared.get(&rule.name))
+        .evaluate(rule, Mode::DryRun, as_of, pf.prepared.get(&rule.name))
         .await;
     let oldest: Option<DateTime<Utc>> = r
         .details

@@ -49,6 +49,9 @@ pub struct Finding {
     pub rule: String,
     /// What was found.
     pub message: String,
+    /// The store did not answer (an outage, not a mistake in the config).
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 /// The preflight's result.
@@ -66,6 +69,20 @@ impl Preflight {
     /// True when nothing stops a run.
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// The failure to report: exit 1 when only unreachable stores stopped it (retry
+    /// later), exit 2 when something in the config or the schema is wrong.
+    pub fn failure(&self) -> crate::cli::Fail {
+        let message = format!(
+            "preflight failed for {} rule(s); nothing was changed",
+            self.errors.len()
+        );
+        if self.errors.iter().all(|e| e.transient) {
+            crate::cli::Fail::runtime(message)
+        } else {
+            crate::cli::Fail::usage(message)
+        }
     }
 }
 
@@ -92,6 +109,7 @@ pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflig
                         pf.errors.push(Finding {
                             rule: format!("(store {name})"),
                             message: e.to_string(),
+                            transient: e.transient,
                         });
                         None
                     }
@@ -106,10 +124,21 @@ pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflig
                 pf.prepared.insert(rule.name.clone(), p);
             }
             Ok(None) => {}
-            Err(message) => pf.errors.push(Finding {
-                rule: rule.name.clone(),
-                message,
-            }),
+            Err(message) => {
+                // A rule that failed only because its bucket did not answer shares the
+                // store's outage.
+                let unreachable = message.contains("is not reachable");
+                let transient = unreachable
+                    && pf
+                        .errors
+                        .iter()
+                        .any(|f| f.transient && f.rule.starts_with("(store "));
+                pf.errors.push(Finding {
+                    rule: rule.name.clone(),
+                    message,
+                    transient,
+                })
+            }
         }
     }
     pf
@@ -223,6 +252,7 @@ async fn check_rule(
     }
     if !info.has_index_on(t.age_column.as_str()) {
         warnings.push(Finding {
+            transient: false,
             rule: rule.name.clone(),
             message: format!(
                 "no index starts with the age column; every batch scans the table. Create one with:\n    CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({});",

@@ -73,10 +73,7 @@ pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loa
         for e in &pf.errors {
             error!(rule = %e.rule, "{}", e.message);
         }
-        return Err(Fail::usage(format!(
-            "preflight failed for {} rule(s)",
-            pf.errors.len()
-        )));
+        return Err(pf.failure());
     }
     Ok(Loaded {
         engine: Engine {
@@ -146,7 +143,7 @@ impl Daemon {
             lock.release().await;
             if !self.shutdown.is_cancelled() {
                 if let Some(r) = engine.config.rule(&rule) {
-                    crate::conformance::check_rule(engine, r, &loaded.preflight).await;
+                    crate::conformance::check_rule(engine, r, &loaded.preflight, None).await;
                 }
             }
         }

@@ -47,16 +47,90 @@ pub fn link_hash(prev: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The canonical form of a run: the report without its presentation and chain-link fields.
-pub fn canonical_run(report: &RunReport) -> String {
-    let mut v = serde_json::to_value(report).expect("reports serialize");
-    if let Value::Object(m) = &mut v {
-        m.remove("schema");
-        m.remove("hash");
-        m.remove("prev_hash");
-        m.insert("kind".into(), json!("run"));
+/// Fields of a run in canonical form version 1. Frozen: a field added to reports later
+/// is not hashed, so existing records keep verifying after an upgrade.
+pub const RUN_FIELDS_V1: &[&str] = &[
+    "run_id",
+    "trigger",
+    "mode",
+    "status",
+    "started_at",
+    "finished_at",
+    "config_sha256",
+    "actor",
+    "host",
+    "version",
+    "as_of",
+    "subject_hash",
+    "error",
+    "chain_seq",
+    "rules",
+];
+/// Fields of a rule result in canonical form version 1 (frozen).
+pub const RULE_FIELDS_V1: &[&str] = &[
+    "rule",
+    "category",
+    "store",
+    "place",
+    "action",
+    "status",
+    "cutoff",
+    "matched",
+    "deleted",
+    "anonymised",
+    "held",
+    "failed",
+    "bytes",
+    "duration_ms",
+    "samples",
+    "errors",
+    "details",
+];
+
+/// Writes `v` as JSON with every object's keys sorted and no whitespace, whatever
+/// serde_json's map ordering is compiled as.
+pub fn canonical_json(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&m[k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
     }
-    v.to_string()
+}
+
+fn pick(v: &Value, fields: &[&str]) -> serde_json::Map<String, Value> {
+    fields
+        .iter()
+        .map(|f| ((*f).to_owned(), v.get(*f).cloned().unwrap_or(Value::Null)))
+        .collect()
+}
+
+/// The canonical form of a run (version 1): the frozen fields of the report and of each
+/// rule, plus `"kind": "run"`.
+pub fn canonical_run(report: &RunReport) -> String {
+    let v = serde_json::to_value(report).expect("reports serialize");
+    let mut m = pick(&v, RUN_FIELDS_V1);
+    let rules: Vec<Value> = v["rules"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| Value::Object(pick(r, RULE_FIELDS_V1)))
+                .collect()
+        })
+        .unwrap_or_default();
+    m.insert("rules".into(), Value::Array(rules));
+    m.insert("kind".into(), json!("run"));
+    canonical_json(&Value::Object(m))
 }
 
 /// Canonical form of record `id` of `kind`, read through `conn` (inside the sealing
@@ -89,21 +163,18 @@ pub async fn canonical(
             else {
                 return Ok(None);
             };
-            Ok(Some(
-                json!({
-                    "kind": "hold",
-                    "id": r.try_get::<i64, _>("id")?,
-                    "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
-                    "subject_kind": r.try_get::<Option<String>, _>("subject_kind")?,
-                    "subject_id": r.try_get::<Option<String>, _>("subject_id")?,
-                    "category": r.try_get::<Option<String>, _>("category")?,
-                    "reason": r.try_get::<String, _>("reason")?,
-                    "actor": r.try_get::<String, _>("actor")?,
-                    "created_at": ts(r.try_get("created_at")?),
-                    "expires_at": ts(r.try_get("expires_at")?),
-                })
-                .to_string(),
-            ))
+            Ok(Some(canonical_json(&json!({
+                "kind": "hold",
+                "id": r.try_get::<i64, _>("id")?,
+                "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
+                "subject_kind": r.try_get::<Option<String>, _>("subject_kind")?,
+                "subject_id": r.try_get::<Option<String>, _>("subject_id")?,
+                "category": r.try_get::<Option<String>, _>("category")?,
+                "reason": r.try_get::<String, _>("reason")?,
+                "actor": r.try_get::<String, _>("actor")?,
+                "created_at": ts(r.try_get("created_at")?),
+                "expires_at": ts(r.try_get("expires_at")?),
+            }))))
         }
         Kind::HoldRelease => {
             let Some(r) = sqlx::query("SELECT * FROM retentiond.hold_releases WHERE hold_id = $1")
@@ -113,17 +184,14 @@ pub async fn canonical(
             else {
                 return Ok(None);
             };
-            Ok(Some(
-                json!({
-                    "kind": "hold_release",
-                    "hold_id": r.try_get::<i64, _>("hold_id")?,
-                    "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
-                    "reason": r.try_get::<String, _>("reason")?,
-                    "actor": r.try_get::<String, _>("actor")?,
-                    "released_at": ts(r.try_get("released_at")?),
-                })
-                .to_string(),
-            ))
+            Ok(Some(canonical_json(&json!({
+                "kind": "hold_release",
+                "hold_id": r.try_get::<i64, _>("hold_id")?,
+                "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
+                "reason": r.try_get::<String, _>("reason")?,
+                "actor": r.try_get::<String, _>("actor")?,
+                "released_at": ts(r.try_get("released_at")?),
+            }))))
         }
     }
 }
@@ -309,5 +377,37 @@ mod tests {
             link_hash(GENESIS, "{\"a\":1}"),
             link_hash(GENESIS, "{\"a\":2}")
         );
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v = json!({"b": 1, "a": {"z": [3, {"y": null, "x": "é"}], "c": true}});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":true,"z":[3,{"x":"é","y":null}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn canonical_run_golden_vector() {
+        // Changing this output breaks verification of every existing trail.
+        let report: RunReport = serde_json::from_value(json!({
+            "schema": "retentiond.run-report/1", "run_id": "01a2033f-e513-7137-9d30-44a6fb189b5b",
+            "trigger": "manual", "mode": "enforce", "status": "succeeded",
+            "started_at": "2026-11-22T12:00:00Z", "finished_at": "2026-11-22T12:00:01.5Z",
+            "config_sha256": "abc", "actor": "dpo", "host": "h", "version": "0.1.0", "as_of": null,
+            "subject_hash": null, "error": null, "chain_seq": 7, "prev_hash": "p", "hash": "h",
+            "rules": [{"rule": "logs", "category": "c", "store": "app", "place": "public.logs",
+                       "action": "delete", "status": "succeeded", "cutoff": "2026-10-23T12:00:00Z",
+                       "matched": 2, "deleted": 2, "anonymised": 0, "held": 0, "failed": 0, "bytes": 0,
+                       "duration_ms": 5, "samples": [], "errors": [], "details": {"batches": 1}}]
+        }))
+        .unwrap();
+        let c = canonical_run(&report);
+        assert_eq!(
+            c,
+            r#"{"actor":"dpo","as_of":null,"chain_seq":7,"config_sha256":"abc","error":null,"finished_at":"2026-11-22T12:00:01.500Z","host":"h","kind":"run","mode":"enforce","rules":[{"action":"delete","anonymised":0,"bytes":0,"category":"c","cutoff":"2026-10-23T12:00:00Z","deleted":2,"details":{"batches":1},"duration_ms":5,"errors":[],"failed":0,"held":0,"matched":2,"place":"public.logs","rule":"logs","samples":[],"status":"succeeded","store":"app"}],"run_id":"01a2033f-e513-7137-9d30-44a6fb189b5b","started_at":"2026-11-22T12:00:00Z","status":"succeeded","subject_hash":null,"trigger":"manual","version":"0.1.0"}"#
+        );
+        assert_eq!(link_hash(GENESIS, &c).len(), 64);
     }
 }

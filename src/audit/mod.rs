@@ -55,6 +55,16 @@ pub struct RunHandle {
     lock: Option<PoolConnection<Postgres>>,
 }
 
+impl Drop for RunHandle {
+    fn drop(&mut self) {
+        if let Some(conn) = self.lock.take() {
+            // Not finished normally (the seal failed, or a panic): close the session so the
+            // liveness lock is freed and the next start records the run as interrupted.
+            drop(conn.detach());
+        }
+    }
+}
+
 /// A rule lock held for one run of that rule.
 pub struct RuleLock {
     conn: Option<PoolConnection<Postgres>>,
@@ -99,7 +109,13 @@ impl Audit {
     }
 
     /// Creates the schema and applies `migrations/`.
+    ///
+    /// An up-to-date schema is left alone, so once an administrator has migrated, the
+    /// runtime role needs no CREATE privilege (and need not own the append-only triggers).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        if self.migrations_applied().await {
+            return Ok(());
+        }
         // Concurrent first starts may race on CREATE SCHEMA; a duplicate is fine.
         if let Err(e) = sqlx::query("CREATE SCHEMA IF NOT EXISTS retentiond")
             .execute(&self.pool)
@@ -139,9 +155,20 @@ impl Audit {
     /// Records a new run as `running` and takes its liveness lock.
     pub async fn begin_run(&self, start: &RunStart) -> Result<RunHandle, sqlx::Error> {
         let run_id = Uuid::now_v7();
+        // Take the liveness lock before the row exists, so a recovery can never see a
+        // `running` row whose lock is free while its process is alive.
+        let mut conn = self.pool.acquire().await?;
+        let id: i64 = sqlx::query_scalar("SELECT nextval('retentiond.runs_id_seq')")
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(RUN_LOCK_CLASS)
+            .bind(lock_key(id))
+            .execute(&mut *conn)
+            .await?;
         let row = sqlx::query(
-            "INSERT INTO retentiond.runs (run_id, trigger, mode, actor, host, version, config_sha256, as_of, subject_hash, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, date_trunc('milliseconds', clock_timestamp())) RETURNING id, started_at",
+            "INSERT INTO retentiond.runs (id, run_id, trigger, mode, actor, host, version, config_sha256, as_of, subject_hash, started_at) \
+             VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9, date_trunc('milliseconds', clock_timestamp())) RETURNING started_at",
         )
         .bind(run_id)
         .bind(&start.trigger)
@@ -152,19 +179,13 @@ impl Audit {
         .bind(&start.config_sha256)
         .bind(start.as_of)
         .bind(&start.subject_hash)
-        .fetch_one(&self.pool)
+        .bind(id)
+        .fetch_one(&mut *conn)
         .await?;
-        let id: i64 = row.get(0);
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("SELECT pg_advisory_lock($1, $2)")
-            .bind(RUN_LOCK_CLASS)
-            .bind(lock_key(id))
-            .execute(&mut *conn)
-            .await?;
         Ok(RunHandle {
             run_id,
             id,
-            started_at: row.get(1),
+            started_at: row.get(0),
             lock: Some(conn),
         })
     }

@@ -92,7 +92,7 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// For every rule: records that should be gone but are not.
-    Conformance(FormatArg),
+    Conformance(ConformanceArgs),
     /// Legal holds.
     #[command(subcommand)]
     Hold(HoldCommand),
@@ -144,6 +144,18 @@ pub struct SweepArgs {
 /// `--format` alone.
 #[derive(Debug, Args)]
 pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `conformance`.
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    /// Only count records older than their cutoff by more than this (e.g. the schedule
+    /// interval, so records waiting for the next scheduled run are not violations).
+    #[arg(long, value_name = "DURATION")]
+    pub tolerance: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -70,10 +70,7 @@ pub(crate) async fn prepare(
     let pf = preflight::check(&config, &stores, &selected).await;
     print_findings(&pf);
     if !pf.ok() {
-        return Err(Fail::usage(format!(
-            "preflight failed for {} rule(s); nothing was changed",
-            pf.errors.len()
-        )));
+        return Err(pf.failure());
     }
     audit
         .migrate()
@@ -170,10 +167,7 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
     if pf.ok() {
         Ok(Exit::Ok)
     } else {
-        Err(Fail::usage(format!(
-            "preflight failed for {} rule(s)",
-            pf.errors.len()
-        )))
+        Err(pf.failure())
     }
 }
 
@@ -262,7 +256,7 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
     if pf.ok() {
         Ok(Exit::Ok)
     } else {
-        Err(Fail::usage("preflight failed"))
+        Err(pf.failure())
     }
 }
 
@@ -400,7 +394,13 @@ pub async fn audit(config_path: &Path, cmd: AuditCommand) -> CmdResult {
     })
 }
 
-pub async fn conformance(config_path: &Path, a: FormatArg) -> CmdResult {
+pub async fn conformance(config_path: &Path, a: ConformanceArgs) -> CmdResult {
+    let tolerance = a
+        .tolerance
+        .as_deref()
+        .map(crate::config::Period::parse)
+        .transpose()
+        .map_err(Fail::usage)?;
     let config = load_config(config_path)?;
     let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
     let stores = connect_stores(&config, &rules).await?;
@@ -408,7 +408,7 @@ pub async fn conformance(config_path: &Path, a: FormatArg) -> CmdResult {
     let pf = preflight::check(&config, &stores, &rules).await;
     print_findings(&pf);
     if !pf.ok() {
-        return Err(Fail::usage("preflight failed"));
+        return Err(pf.failure());
     }
     let engine = Engine {
         config: config.clone(),
@@ -416,7 +416,7 @@ pub async fn conformance(config_path: &Path, a: FormatArg) -> CmdResult {
         audit,
         shutdown: CancellationToken::new(),
     };
-    let results = crate::conformance::check(&engine, &pf).await;
+    let results = crate::conformance::check(&engine, &pf, tolerance.as_ref()).await;
     let violations = results.iter().filter(|r| r.overdue > 0).count();
     let errors = results.iter().filter(|r| r.error.is_some()).count();
     match a.format {
@@ -572,7 +572,7 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
     let rules: Vec<String> = config
         .rules
         .iter()
-        .filter(|r| r.subject().is_some_and(|s| s.kind == kind))
+        .filter(|r| r.enabled && r.subject().is_some_and(|s| s.kind == kind))
         .map(|r| r.name.clone())
         .collect();
     if rules.is_empty() {

@@ -101,7 +101,7 @@ pub async fn connect_audit(config: &Config) -> Result<Audit, Fail> {
     let opts = postgres::connect_options(name, &url).map_err(Fail::usage)?;
     Audit::connect(opts)
         .await
-        .map_err(|e| Fail::usage(crate::store::StoreError::connect(name, &e)))
+        .map_err(|e| store_fail(crate::store::StoreError::connect(name, &e)))
 }
 
 /// Connects the stores `rules` need (and the report store).
@@ -124,7 +124,16 @@ pub async fn connect_stores(
     names.dedup();
     Stores::connect(config, Some(&names))
         .await
-        .map_err(Fail::usage)
+        .map_err(store_fail)
+}
+
+/// A store that cannot be reached is an outage (exit 1: a supervisor should retry); a
+/// store whose settings are unusable is a configuration mistake (exit 2).
+pub fn store_fail(e: crate::store::StoreError) -> Fail {
+    match e {
+        crate::store::StoreError::Config { .. } => Fail::usage(e),
+        crate::store::StoreError::Connect { .. } => Fail::runtime(e),
+    }
 }
 
 /// Parses a time: RFC 3339, `YYYY-MM-DD` (midnight UTC), `now`, or `+7d` / `-2h` from now.

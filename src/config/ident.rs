@@ -38,6 +38,11 @@ impl Ident {
         Ok(Self(name.to_owned()))
     }
 
+    /// A name read from the database catalog: exists, so it is used as is (quoted).
+    pub fn from_catalog(name: String) -> Self {
+        Self(name)
+    }
+
     /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0

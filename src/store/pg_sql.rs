@@ -428,7 +428,7 @@ mod tests {
         assert!(st.sql.contains("\"CreatedAt\" < $1"));
         assert!(st.sql.contains("(status = 'resolved')"));
         assert!(st.sql.contains(
-            "NOT ((\"account_id\" IS NOT NULL AND CAST(\"account_id\" AS text) = ANY($2)))"
+            "AND NOT (\"account_id\" IS NOT NULL AND CAST(\"account_id\" AS text) = ANY($2))"
         ));
         assert!(st.sql.contains("LIMIT $3 FOR UPDATE SKIP LOCKED"));
         assert_eq!(st.params.0.len(), 3);

@@ -145,13 +145,11 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .filter_map(|r| {
-                let schema: String = r.get(0);
-                let name: String = r.get(1);
-                Some(TableName {
-                    schema: Ident::parse(&schema).ok()?,
-                    name: Ident::parse(&name).ok()?,
-                })
+            .map(|r| TableName {
+                // Names from the catalog are real names, whatever characters they use;
+                // they are quoted like every identifier.
+                schema: Ident::from_catalog(r.get::<String, _>(0)),
+                name: Ident::from_catalog(r.get::<String, _>(1)),
             })
             .collect()
         } else {

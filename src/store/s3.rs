@@ -86,6 +86,8 @@ pub struct S3Error {
     pub op: &'static str,
     /// Service error code and message, or the transport error.
     pub message: String,
+    /// No answer (connection, timeout, 5xx): an outage rather than a mistake.
+    pub transient: bool,
 }
 
 fn describe<E: std::fmt::Debug + aws_sdk_s3::error::ProvideErrorMetadata>(
@@ -166,27 +168,28 @@ impl S3Store {
             store: self.name.clone(),
             op,
             message,
+            transient: false,
         }
     }
 
     /// Checks the bucket is reachable and reads its versioning and Object Lock status.
     #[instrument(skip_all, fields(store = %self.name))]
     pub async fn preflight(&self) -> Result<BucketInfo, S3Error> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| {
-                self.err(
-                    "HeadBucket",
-                    format!(
-                        "bucket `{}` is not reachable: {}",
-                        self.bucket,
-                        describe(&e)
-                    ),
-                )
-            })?;
+        if let Err(e) = self.client.head_bucket().bucket(&self.bucket).send().await {
+            let transient = !e
+                .raw_response()
+                .is_some_and(|r| r.status().is_client_error());
+            let mut err = self.err(
+                "HeadBucket",
+                format!(
+                    "bucket `{}` is not reachable: {}",
+                    self.bucket,
+                    describe(&e)
+                ),
+            );
+            err.transient = transient;
+            return Err(err);
+        }
         let versioned = match self
             .client
             .get_bucket_versioning()

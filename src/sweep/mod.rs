@@ -201,6 +201,7 @@ impl Engine {
             .map_err(|e| anyhow::anyhow!("failed to record the run start: {e}"))?;
         let span = info_span!("run", run_id = %handle.run_id, mode = mode.as_str(), trigger = %start.trigger);
         let mut rules_out = Vec::new();
+        let mut record_errors: Vec<String> = Vec::new();
         let mut interrupted = false;
         async {
             info!(rules = rules.len(), "run started");
@@ -223,25 +224,36 @@ impl Engine {
                     .await
                 {
                     warn!(error = %e, "failed to record a rule result");
+                    record_errors.push(format!("rule {}: result not recorded: {e}", rule.name));
                 }
                 rules_out.push(report);
             }
         }
         .instrument(span.clone())
         .await;
-        let status = run_status(&rules_out, interrupted);
-        let mut report = self
+        // A result the trail could not take fails the run: the record must be complete.
+        let status = if record_errors.is_empty() {
+            run_status(&rules_out, interrupted)
+        } else {
+            "failed"
+        };
+        let error = (!record_errors.is_empty()).then(|| record_errors.join("; "));
+        let stored = self
             .audit
-            .finish_run(handle, status, None)
+            .finish_run(handle, status, error.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("failed to record the run end: {e}"))?;
+        span.in_scope(|| info!(status = %stored.status, "run finished"));
+        // Copies are the sealed record: verifiable, with samples only when the trail keeps them.
+        crate::report::copy_out(&self.config, &self.stores, &stored).await;
+        crate::metrics::record_run(&stored);
         // The operator sees samples even when the trail does not keep them.
-        for (stored, shown) in report.rules.iter_mut().zip(&rules_out) {
-            stored.samples = shown.samples.clone();
+        let mut report = stored;
+        for r in report.rules.iter_mut() {
+            if let Some(shown) = rules_out.iter().find(|s| s.rule == r.rule) {
+                r.samples = shown.samples.clone();
+            }
         }
-        span.in_scope(|| info!(status = %report.status, "run finished"));
-        crate::report::copy_out(&self.config, &self.stores, &report).await;
-        crate::metrics::record_run(&report);
         Ok(RunOutcome { report })
     }
 

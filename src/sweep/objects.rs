@@ -43,15 +43,21 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
         .details
         .insert("object_lock".into(), bucket.object_lock.into());
 
-    // A guard or a category hold needs the full count before anything is removed.
+    // A dry-run, a guard or a category hold needs the full count before anything is
+    // removed; a plain enforcing run lists once and deletes as pages arrive.
     let guarded = rr.rule.max_delete.is_some() && !rr.allow_mass_delete;
-    let counting_only = rr.mode == Mode::DryRun || category_hold.is_some() || guarded;
-    let mut totals = Tally::default();
-    if let Err(e) = walk(rr, &s3, p, bucket, cutoff, true, &mut totals).await {
-        return fail(rr, e);
-    }
-    if counting_only {
+    let count_first = rr.mode == Mode::DryRun || category_hold.is_some() || guarded;
+    if count_first {
+        let mut totals = Tally::default();
+        if let Err(e) = walk(rr, &s3, p, bucket, cutoff, true, &mut totals).await {
+            return fail(rr, e);
+        }
         rr.report.samples = totals.samples.clone();
+        if let Some(o) = totals.oldest {
+            rr.report
+                .details
+                .insert("oldest_due".into(), o.to_rfc3339().into());
+        }
         if let Some(hold) = category_hold {
             rr.report.held = totals.due;
             rr.report
@@ -59,32 +65,28 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
                 .insert("category_hold".into(), hold.into());
             return;
         }
-        rr.report.matched = totals.due;
-        rr.report.bytes = totals.bytes;
-        if let Some(o) = totals.oldest {
-            rr.report
-                .details
-                .insert("oldest_due".into(), o.to_rfc3339().into());
-        }
         if let Some(guard) = rr.rule.max_delete {
             rr.report
                 .details
                 .insert("max_delete".into(), guard.to_string().into());
             if guard.exceeded(totals.due, totals.seen) && !rr.allow_mass_delete {
+                rr.report.matched = totals.due;
                 rr.report.status = "refused".into();
                 rr.error(format!(
-                    "would delete {} of {} objects, above max_delete {guard}; nothing was changed (use --allow-mass-delete to override)",
+                    "would delete {} of {} object versions, above max_delete {guard}; nothing was changed (use --allow-mass-delete to override)",
                     totals.due, totals.seen
                 ));
                 return;
             }
         }
         if rr.mode == Mode::DryRun {
+            rr.report.matched = totals.due;
+            rr.report.bytes = totals.bytes;
             multipart(rr, &s3, p, now).await;
             return;
         }
     }
-    // Enforce: walk again, deleting as pages arrive (memory stays flat).
+    // Enforce: delete as pages arrive (memory stays flat).
     let mut done = Tally::default();
     if let Err(e) = walk(rr, &s3, p, bucket, cutoff, false, &mut done).await {
         rr.error(e);
@@ -96,14 +98,14 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
         .into();
     }
     rr.report.matched = rr.report.deleted + rr.report.held + rr.report.failed;
-    if rr.report.failed > 0 && rr.report.status == "succeeded" {
-        rr.report.status = "partial".into();
-    }
     if rr.report.samples.is_empty() {
         rr.report.samples = done.samples;
     }
     if !rr.cancelled() {
         multipart(rr, &s3, p, now).await;
+    }
+    if rr.report.failed > 0 && rr.report.status == "succeeded" {
+        rr.report.status = "partial".into();
     }
 }
 
@@ -157,13 +159,35 @@ async fn walk(
         for item in items {
             if group.first().is_some_and(|g| g.key != item.key) {
                 let g = std::mem::take(&mut group);
-                consider(rr, s3, p, bucket, cutoff, &g, tally, &mut pending).await;
+                consider(
+                    rr,
+                    s3,
+                    p,
+                    bucket,
+                    cutoff,
+                    &g,
+                    tally,
+                    &mut pending,
+                    count_only,
+                )
+                .await;
             }
             group.push(item);
         }
         if !more {
             let g = std::mem::take(&mut group);
-            consider(rr, s3, p, bucket, cutoff, &g, tally, &mut pending).await;
+            consider(
+                rr,
+                s3,
+                p,
+                bucket,
+                cutoff,
+                &g,
+                tally,
+                &mut pending,
+                count_only,
+            )
+            .await;
         }
         if !count_only && (pending.len() >= flush_at || !more) {
             let batch = std::mem::take(&mut pending);
@@ -189,12 +213,13 @@ async fn consider(
     group: &[Listed],
     tally: &mut Tally,
     pending: &mut Vec<ObjectRef>,
+    count_only: bool,
 ) {
     let Some(first) = group.first() else { return };
     if excluded(&first.key, &p.exclude) {
         return;
     }
-    tally.seen += 1;
+    tally.seen += group.len() as u64;
     let due = due_versions(group, cutoff, p.versions, bucket.versioned);
     if due.is_empty() {
         return;
@@ -219,7 +244,10 @@ async fn consider(
                 }
             }
             Err(e) => {
-                rr.report.failed += due.len() as u64;
+                // Counted once, by the walk that would delete.
+                if !count_only {
+                    rr.report.failed += due.len() as u64;
+                }
                 rr.error(e);
                 return;
             }
@@ -253,7 +281,8 @@ fn tally_bulk(rr: &mut RuleRun<'_>, result: &BulkDelete) {
     rr.report.failed += result.failed.len() as u64;
     crate::metrics::record_batch(&rr.rule.name, "delete", result.deleted.len() as u64);
     for (o, e) in result.failed.iter().take(super::MAX_ERRORS) {
-        rr.error(format!("{}: {e}", o.key));
+        let key = key_ref(rr, &o.key);
+        rr.error(format!("{key}: {e}"));
     }
 }
 
@@ -382,7 +411,8 @@ pub(crate) async fn run_linked(
                     state.insert(k, KeyState::Gone);
                 }
                 Err(e) => {
-                    rr.error(format!("{k}: {e}"));
+                    let key = key_ref(rr, &k);
+                    rr.error(format!("{key}: {e}"));
                     state.insert(k, KeyState::Failed);
                 }
             }
@@ -397,7 +427,8 @@ pub(crate) async fn run_linked(
             if state.get(&o.key) != Some(&KeyState::Held) {
                 state.insert(o.key.clone(), KeyState::Failed);
             }
-            rr.error(format!("{}: {e}", o.key));
+            let key = key_ref(rr, &o.key);
+            rr.error(format!("{key}: {e}"));
         }
         // Only rows whose every object is confirmed gone are deleted.
         let (mut ctids, mut fps) = (Vec::new(), Vec::new());
@@ -481,6 +512,21 @@ enum KeyState {
 async fn current_of(s3: &S3Store, key: &str) -> Result<Vec<Listed>, crate::store::s3::S3Error> {
     let (items, _) = s3.list_page(key, None).await?;
     Ok(items.into_iter().filter(|l| l.key == key).collect())
+}
+
+/// How an object key appears in errors: as written when the trail keeps samples, else
+/// as a short SHA-256 (keys such as `uploads/<account>/…` can be personal data; the hash
+/// still lets an operator match it against a listing).
+fn key_ref(rr: &RuleRun<'_>, key: &str) -> String {
+    if rr.engine.config.audit.samples {
+        key.to_owned()
+    } else {
+        use sha2::{Digest, Sha256};
+        format!(
+            "key sha256:{}",
+            &hex::encode(Sha256::digest(key.as_bytes()))[..16]
+        )
+    }
 }
 
 fn fail(rr: &mut RuleRun<'_>, message: impl std::fmt::Display) {

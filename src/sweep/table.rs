@@ -237,9 +237,14 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
                 held += h;
             }
         }
-        rr.report.held = held;
-        let removed = rr.report.deleted + rr.report.anonymised + rr.report.failed;
-        rr.report.matched = removed + due.saturating_sub(held);
+        // Rows left by linked-object failures or Object Lock are still due here and were
+        // already counted in `failed` / `held`; subject holds come on top.
+        let object_held = rr.report.held;
+        let left_unheld = due.saturating_sub(held);
+        rr.report.held = object_held + held;
+        rr.report.matched = rr.report.deleted
+            + rr.report.anonymised
+            + left_unheld.max(rr.report.failed + object_held);
     }
     report_kept_within_floor(rr, &pg, t, p, now, &held_ids, only_subject.as_deref()).await;
     if t.vacuum_analyze && rr.report.deleted > 0 {
