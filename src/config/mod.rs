@@ -1035,4 +1035,38 @@ mod tests {
         assert!(Schedule::parse("0 3 * * *").is_err());
         assert!(Schedule::parse("every day").is_err());
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn shipped() -> String {
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("retention.toml")).unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Arbitrary bytes never panic the loader.
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,400}") {
+                let _ = Config::parse(Path::new("fuzz.toml"), &text);
+            }
+
+            /// Mangled copies of a real config never panic, and every error has a position.
+            #[test]
+            fn mangled_configs_fail_cleanly(cut in 0usize..6000, len in 0usize..40, insert in "[\\[\\]=\"'{}., a-z0-9\n#]{0,12}") {
+                let text = shipped();
+                let start = cut.min(text.len());
+                let start = (0..=start).rev().find(|i| text.is_char_boundary(*i)).unwrap();
+                let end = (start + len).min(text.len());
+                let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap();
+                let mangled = format!("{}{}{}", &text[..start], insert, &text[end..]);
+                if let Err(e) = Config::parse(Path::new("m.toml"), &mangled) {
+                    prop_assert!(e.line >= 1 && e.column >= 1, "{e}");
+                    prop_assert!(!e.field.is_empty());
+                }
+            }
+        }
+    }
 }

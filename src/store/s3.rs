@@ -202,11 +202,11 @@ impl S3Store {
                 Some(BucketVersioningStatus::Enabled) | Some(BucketVersioningStatus::Suspended)
             ),
             // Some servers answer 200 with a body the SDK cannot read (moto names the root
-            // element differently). Not knowing, list by version: that is correct on every
-            // bucket (an unversioned object is listed as version "null").
+            // element differently): read the status from the body itself.
             Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
-                debug!(error = %describe(&e), "versioning status unreadable; listing by version");
-                true
+                let body = e.raw_response().and_then(|r| r.body().bytes()).map(String::from_utf8_lossy).unwrap_or_default();
+                debug!("versioning status read from the raw response");
+                body.contains("<Status>Enabled</Status>") || body.contains("<Status>Suspended</Status>")
             }
             Err(e) => return Err(self.err("GetBucketVersioning", describe(&e))),
         };
@@ -354,6 +354,23 @@ impl S3Store {
             }
         }
         Ok(all)
+    }
+
+    /// The current object at exactly `key` (unversioned buckets), `None` when absent.
+    /// One HEAD per key: cheaper than a listing on every server.
+    pub async fn head(&self, key: &str) -> Result<Option<Listed>, S3Error> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(h) => Ok(Some(Listed {
+                key: key.to_owned(),
+                version_id: None,
+                is_latest: true,
+                delete_marker: false,
+                last_modified: h.last_modified().map(to_chrono).unwrap_or_else(Utc::now),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(self.err("HeadObject", describe(&e))),
+        }
     }
 
     /// Tags of one object version.

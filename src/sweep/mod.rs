@@ -7,6 +7,7 @@
 
 pub mod decide;
 mod objects;
+mod partitions;
 mod table;
 
 use std::sync::Arc;

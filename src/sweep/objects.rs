@@ -510,8 +510,7 @@ enum KeyState {
 
 /// The current object at exactly `key` on an unversioned bucket (empty when absent).
 async fn current_of(s3: &S3Store, key: &str) -> Result<Vec<Listed>, crate::store::s3::S3Error> {
-    let (items, _) = s3.list_page(key, None).await?;
-    Ok(items.into_iter().filter(|l| l.key == key).collect())
+    Ok(s3.head(key).await?.into_iter().collect())
 }
 
 /// How an object key appears in errors: as written when the trail keeps samples, else

@@ -66,7 +66,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     } else {
         None
     };
-    let tables = p.info.work_tables(&t.table);
+    let mut tables = p.info.work_tables(&t.table);
     macro_rules! selection {
         ($table:expr) => {
             make_selection($table, t, p, cutoff, &held_ids, only_subject.as_deref())
@@ -146,11 +146,18 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         }
         rr.report.samples.truncate(SAMPLE_SIZE);
         if rr.mode == Mode::DryRun {
+            if let (Some(c), None) = (cutoff, &rr.erase) {
+                super::partitions::remove_expired(rr, &pg, t, p, c, &held_ids).await;
+            }
             report_kept_within_floor(rr, &pg, t, p, now, &held_ids, only_subject.as_deref()).await;
             return;
         }
     }
 
+    if let (Some(c), None) = (cutoff, &rr.erase) {
+        let gone = super::partitions::remove_expired(rr, &pg, t, p, c, &held_ids).await;
+        tables.retain(|leaf| !gone.contains(leaf));
+    }
     let daemon = &config.daemon;
     let sizing = BatchSizing {
         min: daemon.min_batch_size,
@@ -248,7 +255,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     }
     report_kept_within_floor(rr, &pg, t, p, now, &held_ids, only_subject.as_deref()).await;
     if t.vacuum_analyze && rr.report.deleted > 0 {
-        let sql = format!("ANALYZE {}", t.table.quoted());
+        let sql = crate::store::pg_sql::analyze(&t.table);
         if let Err(e) = sqlx::query(&sql).execute(&pg.pool).await {
             warn!(error = %db_message(&e), "ANALYZE after the sweep failed");
         } else {
@@ -359,7 +366,7 @@ async fn report_kept_within_floor(
 }
 
 async fn total_rows(pg: &PgStore, table: &TableName) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.quoted()))
+    let n: i64 = sqlx::query_scalar(&crate::store::pg_sql::partitions::count_all(table))
         .fetch_one(&pg.pool)
         .await?;
     Ok(n.max(0) as u64)

@@ -83,13 +83,22 @@ fn cases() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
 #[test]
 fn malformed_configs_name_line_column_and_field_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
+    // Every store points at a listener of this test: if any case touched a store, it
+    // would connect here. Zero connections means zero statements, zero requests.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let env = vec![
+        ("RETENTIOND_TEST_UNREACHABLE_URL".to_string(), format!("postgres://u:secret@127.0.0.1:{port}/db")),
+        ("S3_ENDPOINT".to_string(), format!("http://127.0.0.1:{port}")),
+    ];
     let cases = cases();
     assert!(cases.len() >= 40, "at least 40 cases, got {}", cases.len());
     let mut failures = Vec::new();
     for (i, (what, text, line, field, words)) in cases.into_iter().enumerate() {
         let path = dir.path().join(format!("case{i}.toml"));
         std::fs::write(&path, &text).unwrap();
-        let out = run_bin(&path, &["validate"], &[]);
+        let out = run_bin(&path, &["sweep"], &env);
         let msg = out.stderr.trim().to_owned();
         let prefix = format!("error: {}:{line}:", path.display());
         let column_ok = msg

@@ -1,0 +1,145 @@
+//! Partition-aware sweeps: whole leaf partitions past the cutoff are detached, then
+//! dropped, kept or archived; everything else is deleted row by row.
+//!
+//! A leaf goes whole only when the table is RANGE-partitioned on exactly the age column,
+//! the leaf's upper bound is at or before the cutoff (so every row in it is due), the
+//! rule has no `filter` (rows outside the filter must stay), and no row in it is held.
+
+use sqlx::Row;
+
+use super::{Mode, RuleRun};
+use crate::config::{Ident, PartitionMode, TableName, TableTarget};
+use crate::preflight::{db_message, PreparedTable};
+use crate::store::pg_sql::{partitions as sql, Selection};
+use crate::store::PgStore;
+
+/// Removes whole expired leaves; returns those no longer to be swept row by row.
+pub(crate) async fn remove_expired(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    t: &TableTarget,
+    p: &PreparedTable,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    held_ids: &[String],
+) -> Vec<TableName> {
+    let Some(mode) = &t.partitions else { return Vec::new() };
+    if p.info.relkind != "p" {
+        return Vec::new();
+    }
+    if t.filter.is_some() {
+        note(rr, "the rule has a filter, so partitions are swept row by row");
+        return Vec::new();
+    }
+    let partkey: Option<String> = sqlx::query_scalar(sql::PARTKEY).bind(p.info.oid).fetch_one(&pg.pool).await.ok().flatten();
+    if !partkey.as_deref().is_some_and(|k| sql::keyed_on(k, &t.age_column)) {
+        note(rr, "the table is not RANGE-partitioned on the age column alone, so partitions are swept row by row");
+        return Vec::new();
+    }
+    let leaves = match sqlx::query(sql::LEAVES).bind(p.info.oid).fetch_all(&pg.pool).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            rr.error(format!("cannot list partitions: {}", db_message(&e)));
+            return Vec::new();
+        }
+    };
+    let age_type = p.info.columns[t.age_column.as_str()].type_name.clone();
+    let cutoff_param = p.age_kind.cutoff_param(cutoff);
+    let has_default: bool = sqlx::query_scalar(sql::HAS_DEFAULT).bind(p.info.oid).fetch_one(&pg.pool).await.unwrap_or(true);
+    let (mut gone, mut blocked, mut due_names) = (Vec::new(), Vec::new(), Vec::new());
+    for row in leaves {
+        let leaf = TableName {
+            schema: Ident::from_catalog(row.get::<String, _>(0)),
+            name: Ident::from_catalog(row.get::<String, _>(1)),
+        };
+        let bound: Option<String> = row.get(2);
+        let direct: bool = row.get(3);
+        let Some(upper) = bound.as_deref().filter(|_| direct).and_then(sql::upper_bound) else { continue };
+        let check = sql::bound_before_cutoff(&age_type);
+        let q = crate::store::postgres::bind(sqlx::query(&check).bind(upper), std::slice::from_ref(&cutoff_param));
+        let expired: bool = match q.fetch_one(&pg.pool).await.and_then(|r| r.try_get(0)) {
+            Ok(v) => v,
+            Err(e) => {
+                rr.error(format!("cannot compare the bound of {leaf}: {}", db_message(&e)));
+                continue;
+            }
+        };
+        if !expired {
+            continue;
+        }
+        // A hold on any row of the partition keeps the whole partition: row deletes there.
+        if !held_ids.is_empty() {
+            let sel = Selection {
+                table: &leaf,
+                age_column: &t.age_column,
+                age_kind: p.age_kind,
+                cutoff: Some(cutoff),
+                not_before: None,
+                filter: None,
+                subject_column: t.subject.as_ref().map(|s| &s.column),
+                held_ids,
+                only_subject: None,
+                anonymise: &[],
+            };
+            let held: i64 = match pg.fetch_one(&sel.count()).await.and_then(|r| r.try_get(1)) {
+                Ok(h) => h,
+                Err(e) => {
+                    rr.error(format!("cannot check holds in {leaf}: {}", db_message(&e)));
+                    continue;
+                }
+            };
+            if held > 0 {
+                blocked.push(leaf.to_string());
+                continue;
+            }
+        }
+        due_names.push(leaf.to_string());
+        if rr.mode == Mode::DryRun || rr.cancelled() {
+            continue;
+        }
+        match remove(pg, &t.table, &leaf, mode, has_default).await {
+            Ok(rows) => {
+                rr.report.deleted += rows;
+                crate::metrics::record_batch(&rr.rule.name, "delete", rows);
+                gone.push(leaf);
+            }
+            Err(e) => rr.error(format!("cannot remove partition {leaf}: {}", db_message(&e))),
+        }
+    }
+    let key = match mode {
+        PartitionMode::Drop => "partitions_dropped",
+        PartitionMode::Detach => "partitions_detached",
+        PartitionMode::Archive(_) => "partitions_archived",
+    };
+    if rr.mode == Mode::DryRun {
+        rr.report.details.insert("partitions_due".into(), due_names.into());
+    } else {
+        let names: Vec<String> = gone.iter().map(ToString::to_string).collect();
+        rr.report.details.insert(key.into(), names.into());
+    }
+    if !blocked.is_empty() {
+        rr.report.details.insert("partitions_kept_for_holds".into(), blocked.into());
+    }
+    gone
+}
+
+/// Detaches `leaf` and drops, keeps or archives it; returns its row count.
+async fn remove(pg: &PgStore, parent: &TableName, leaf: &TableName, mode: &PartitionMode, has_default: bool) -> Result<u64, sqlx::Error> {
+    let rows: i64 = sqlx::query_scalar(&sql::count_all(leaf)).fetch_one(&pg.pool).await?;
+    // CONCURRENTLY keeps the application writing to other partitions; PostgreSQL does
+    // not allow it while a DEFAULT partition exists.
+    sqlx::raw_sql(&sql::detach(parent, leaf, !has_default)).execute(&pg.pool).await?;
+    match mode {
+        PartitionMode::Drop => {
+            sqlx::raw_sql(&sql::drop(leaf)).execute(&pg.pool).await?;
+        }
+        PartitionMode::Detach => {}
+        PartitionMode::Archive(schema) => {
+            sqlx::raw_sql(&sql::archive(leaf, schema)).execute(&pg.pool).await?;
+        }
+    }
+    Ok(rows.max(0) as u64)
+}
+
+fn note(rr: &mut RuleRun<'_>, text: &str) {
+    rr.report.details.insert("partitions_note".into(), text.into());
+}

@@ -1,0 +1,154 @@
+//! PostgreSQL restarts mid-sweep: the run retries with backoff, then finishes or ends
+//! `partial` with the failing rule recorded; the next run completes. The server is a
+//! private one this test starts on its own port, so the shared server is never touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+struct PrivateServer {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn as_owner(cmd: &Path) -> Command {
+    // initdb and pg_ctl refuse to run as root; run them as the postgres user then.
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(cmd);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+impl PrivateServer {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (scripts/ensure-postgres installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let ok = as_owner(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["--auth=trust", "-U", "postgres", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "initdb");
+        let s = Self { bin, data, port, _dir: dir };
+        s.ctl(&["start", "-w"]);
+        s
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let opts = format!("-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off", self.port);
+        let log = self.data.join("server.log");
+        let ok = as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-o", &opts, "-l"])
+            .arg(&log)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl {args:?}");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = as_owner(&self.bin.join("pg_ctl")).arg("-D").arg(&self.data).args(["stop", "-m", "immediate"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_sweep_is_retried_and_the_next_run_completes() {
+    let server = PrivateServer::start();
+    let mut db = PgConnection::connect(&server.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 30000);
+         INSERT INTO logs (at) SELECT now() - interval '1 day' FROM generate_series(1, 50);",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    drop(db);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.url"), server.url()).unwrap();
+    let cfg = dir.path().join("retention.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nbatch_size = 10\nmin_batch_size = 1\nmax_batch_size = 10\n\n[audit]\nstore = \"app\"\n\n[stores.app]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n[categories.logs]\ndescription = \"logs\"\n\n[[rules]]\nname = \"logs\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n",
+            dir.path().join("db.url").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sweep", "--format", "json"])
+        .env("RETENTIOND_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the sweep to be under way, then restart the server under it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = PgConnection::connect(&server.url()).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&mut c).await.unwrap();
+        if left < 29_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweep made no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.ctl(&["restart", "-m", "fast", "-w"]);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(code == 0 || code == 1, "exit {code}\n{stderr}");
+    let mut c = PgConnection::connect(&server.url()).await.unwrap();
+    let (status, rule_status): (String, Option<String>) = sqlx::query_as(
+        "SELECT r.status, x.status FROM retentiond.runs r LEFT JOIN retentiond.rule_results x USING (run_id) ORDER BY r.id DESC LIMIT 1",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert!(
+        matches!(status.as_str(), "succeeded" | "partial" | "failed"),
+        "run recorded as {status} (rule {rule_status:?})\n{stdout}\n{stderr}"
+    );
+    if status != "succeeded" {
+        assert!(rule_status.is_some(), "the failing rule is recorded");
+    }
+    // The next run completes.
+    let again = crate::common::run_bin(&cfg, &["sweep"], &[]);
+    again.expect_code(0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&mut c).await.unwrap();
+    assert_eq!(left, 50, "all due rows gone, young ones kept");
+    assert_eq!(crate::common::run_bin(&cfg, &["audit", "verify"], &[]).code, 0);
+}

@@ -1,0 +1,70 @@
+//! Secrets never appear in logs, reports, errors or the audit trail.
+
+use crate::common::{run_bin, TestEnv};
+use crate::s3::moto;
+
+#[tokio::test]
+async fn no_output_or_record_contains_a_secret() {
+    let mut env = TestEnv::new("secrets").await;
+    let pg_password = format!("pg-S3cr3t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let s3_secret = format!("s3-S3cr3t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let role = format!("rtd_role_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    env.sql(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{pg_password}' SUPERUSER;
+         CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz, ip text);
+         INSERT INTO logs (at, ip) SELECT now() - interval '40 days', '10.0.0.1' FROM generate_series(1, 20);"
+    ))
+    .await;
+    let server = moto();
+    let bucket = server.bucket(false).await;
+    let c = server.client();
+    crate::s3::put(&c, &bucket, "gen/a.png", "x").await;
+    // The store URL carries the password; the S3 secret comes from the environment.
+    let url = std::fs::read_to_string(env.url_file()).unwrap();
+    let with_password = url.replacen("postgres://postgres@", &format!("postgres://{role}:{pg_password}@"), 1);
+    std::fs::write(env.url_file(), &with_password).unwrap();
+    env.env.extend(server.env().into_iter().map(|(k, v)| if k == "AWS_SECRET_ACCESS_KEY" { (k, s3_secret.clone()) } else { (k, v) }));
+    env.env.push(("RETENTIOND_LOG".into(), "debug".into()));
+    let body = format!(
+        "{}[[rules]]\nname = \"logs\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"anonymise\"\nanonymise = {{ ip = \"hash\" }}\n\n[[rules]]\nname = \"orphans\"\ncategory = \"assets\"\nstore = \"assets\"\nprefix = \"gen/\"\nretain = \"30d\"\naction = \"delete\"\n",
+        server.store(&bucket)
+    );
+    let cfg = env.config(&body);
+    let mut outputs = Vec::new();
+    for args in [&["validate"][..], &["sweep", "--dry-run"], &["sweep", "--format", "json"], &["--log-format", "json", "sweep"], &["report", "show", "latest", "--format", "html"], &["plan"]] {
+        let mut cmd = vec!["--log-level", "debug"];
+        cmd.extend_from_slice(args);
+        let out = run_bin(&cfg, &cmd, &env.env);
+        assert!(out.code == 0, "{args:?}: {}", out.stderr);
+        outputs.push(out.stdout);
+        outputs.push(out.stderr);
+    }
+    // Failing connections must not echo the URL either.
+    let bad = with_password.replace("127.0.0.1", "127.0.0.2").replace(":5432", ":1");
+    std::fs::write(env.url_file(), &bad).unwrap();
+    let out = run_bin(&cfg, &["sweep"], &env.env);
+    assert_ne!(out.code, 0);
+    outputs.push(out.stdout);
+    outputs.push(out.stderr);
+    std::fs::write(env.url_file(), "postgres://u:{pg}@[bad".replace("{pg}", &pg_password)).unwrap();
+    let out = run_bin(&cfg, &["validate"], &env.env);
+    assert_eq!(out.code, 2);
+    outputs.push(out.stderr);
+    // Reports on disk and the whole audit trail.
+    for entry in std::fs::read_dir(env.dir.path().join("reports")).unwrap() {
+        outputs.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    let trail: Vec<String> = sqlx::query_scalar(
+        "SELECT row_to_json(r)::text FROM retentiond.runs r UNION ALL SELECT row_to_json(x)::text FROM retentiond.rule_results x",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    outputs.extend(trail);
+    let all = outputs.join("\n");
+    assert!(all.len() > 2_000, "the runs produced output to check");
+    assert!(!all.contains(&pg_password), "the database password leaked");
+    assert!(!all.contains(&s3_secret), "the S3 secret leaked");
+    assert!(!all.contains(crate::common::HMAC_KEY), "the HMAC key leaked");
+    env.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};")).await;
+}
