@@ -1041,7 +1041,8 @@ mod tests {
         use proptest::prelude::*;
 
         fn shipped() -> String {
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("retention.toml")).unwrap()
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("retention.toml"))
+                .unwrap()
         }
 
         proptest! {

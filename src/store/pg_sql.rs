@@ -480,7 +480,8 @@ pub mod partitions {
     use crate::config::{Ident, TableName};
 
     /// `(schema, name, bound expression, directly under the parent)` of every leaf.
-    pub const LEAVES: &str = "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid), \
+    pub const LEAVES: &str =
+        "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid), \
          (i.inhparent = $1::int8::oid) FROM pg_partition_tree($1::int8::regclass) t \
          JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_inherits i ON i.inhrelid = c.oid WHERE t.isleaf ORDER BY c.relname";
@@ -489,7 +490,8 @@ pub mod partitions {
     pub const PARTKEY: &str = "SELECT pg_get_partkeydef($1::int8::oid)";
 
     /// Whether the parent has a DEFAULT partition (DETACH CONCURRENTLY is not allowed then).
-    pub const HAS_DEFAULT: &str = "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+    pub const HAS_DEFAULT: &str =
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
          WHERE i.inhparent = $1::int8::oid AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT')";
 
     /// `SELECT CAST($1 AS <type>) <= $2`: is an upper bound at or before the cutoff?
@@ -514,7 +516,11 @@ pub mod partitions {
 
     /// `ALTER TABLE leaf SET SCHEMA archive`.
     pub fn archive(leaf: &TableName, schema: &Ident) -> String {
-        format!("ALTER TABLE {} SET SCHEMA {}", leaf.quoted(), schema.quoted())
+        format!(
+            "ALTER TABLE {} SET SCHEMA {}",
+            leaf.quoted(),
+            schema.quoted()
+        )
     }
 
     /// `SELECT count(*) FROM leaf`.
@@ -525,7 +531,11 @@ pub mod partitions {
     /// The upper bound of `FOR VALUES FROM (…) TO (…)`, unquoted; `None` for DEFAULT,
     /// MAXVALUE, list or hash bounds, and multi-column keys.
     pub fn upper_bound(bound: &str) -> Option<String> {
-        let to = bound.strip_prefix("FOR VALUES FROM (")?.split(") TO (").nth(1)?.strip_suffix(')')?;
+        let to = bound
+            .strip_prefix("FOR VALUES FROM (")?
+            .split(") TO (")
+            .nth(1)?
+            .strip_suffix(')')?;
         if to.contains(',') || to.eq_ignore_ascii_case("MAXVALUE") {
             return None;
         }
@@ -534,7 +544,9 @@ pub mod partitions {
 
     /// Whether `RANGE (col)` partitions on exactly `column`.
     pub fn keyed_on(partkey: &str, column: &Ident) -> bool {
-        let inner = partkey.strip_prefix("RANGE (").and_then(|s| s.strip_suffix(')'));
+        let inner = partkey
+            .strip_prefix("RANGE (")
+            .and_then(|s| s.strip_suffix(')'));
         inner.is_some_and(|c| c == column.as_str() || c == column.quoted())
     }
 
@@ -545,11 +557,20 @@ pub mod partitions {
         #[test]
         fn bounds() {
             assert_eq!(
-                upper_bound("FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00')").as_deref(),
+                upper_bound(
+                    "FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00')"
+                )
+                .as_deref(),
                 Some("2026-02-01 00:00:00+00")
             );
-            assert_eq!(upper_bound("FOR VALUES FROM (0) TO (1000)").as_deref(), Some("1000"));
-            assert_eq!(upper_bound("FOR VALUES FROM ('2026-01-01') TO (MAXVALUE)"), None);
+            assert_eq!(
+                upper_bound("FOR VALUES FROM (0) TO (1000)").as_deref(),
+                Some("1000")
+            );
+            assert_eq!(
+                upper_bound("FOR VALUES FROM ('2026-01-01') TO (MAXVALUE)"),
+                None
+            );
             assert_eq!(upper_bound("DEFAULT"), None);
             assert_eq!(upper_bound("FOR VALUES IN (1, 2)"), None);
             let at = Ident::parse("at").unwrap();

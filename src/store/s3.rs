@@ -204,9 +204,14 @@ impl S3Store {
             // Some servers answer 200 with a body the SDK cannot read (moto names the root
             // element differently): read the status from the body itself.
             Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
-                let body = e.raw_response().and_then(|r| r.body().bytes()).map(String::from_utf8_lossy).unwrap_or_default();
+                let body = e
+                    .raw_response()
+                    .and_then(|r| r.body().bytes())
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
                 debug!("versioning status read from the raw response");
-                body.contains("<Status>Enabled</Status>") || body.contains("<Status>Suspended</Status>")
+                body.contains("<Status>Enabled</Status>")
+                    || body.contains("<Status>Suspended</Status>")
             }
             Err(e) => return Err(self.err("GetBucketVersioning", describe(&e))),
         };
@@ -359,7 +364,14 @@ impl S3Store {
     /// The current object at exactly `key` (unversioned buckets), `None` when absent.
     /// One HEAD per key: cheaper than a listing on every server.
     pub async fn head(&self, key: &str) -> Result<Option<Listed>, S3Error> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(h) => Ok(Some(Listed {
                 key: key.to_owned(),
                 version_id: None,

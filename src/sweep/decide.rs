@@ -256,9 +256,19 @@ mod properties {
 
     fn instant() -> impl Strategy<Value = DateTime<Utc>> {
         // 1971..2100, biased towards month ends and leap days by picking day-of-month too.
-        (1971i32..2100, 1u32..=12, prop_oneof![Just(28u32), Just(29), Just(30), Just(31), 1u32..=31], 0u32..24, 0u32..60, 0u32..60)
+        (
+            1971i32..2100,
+            1u32..=12,
+            prop_oneof![Just(28u32), Just(29), Just(30), Just(31), 1u32..=31],
+            0u32..24,
+            0u32..60,
+            0u32..60,
+        )
             .prop_map(|(y, m, d, h, mi, s)| {
-                let last = (28..=31).rev().find(|d| chrono::NaiveDate::from_ymd_opt(y, m, *d).is_some()).unwrap();
+                let last = (28..=31)
+                    .rev()
+                    .find(|d| chrono::NaiveDate::from_ymd_opt(y, m, *d).is_some())
+                    .unwrap();
                 Utc.with_ymd_and_hms(y, m, d.min(last), h, mi, s).unwrap()
             })
     }
@@ -267,7 +277,8 @@ mod properties {
         prop_oneof![
             (0u32..240).prop_map(Period::from_months),
             (0u64..(20 * 366 * 86_400_000)).prop_map(Period::from_millis),
-            (0u32..120, 0u64..(400 * 86_400_000)).prop_map(|(m, ms)| Period::parse(&format!("{m}mo{ms}ms")).unwrap()),
+            (0u32..120, 0u64..(400 * 86_400_000))
+                .prop_map(|(m, ms)| Period::parse(&format!("{m}mo{ms}ms")).unwrap()),
         ]
     }
 

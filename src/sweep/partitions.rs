@@ -22,20 +22,37 @@ pub(crate) async fn remove_expired(
     cutoff: chrono::DateTime<chrono::Utc>,
     held_ids: &[String],
 ) -> Vec<TableName> {
-    let Some(mode) = &t.partitions else { return Vec::new() };
+    let Some(mode) = &t.partitions else {
+        return Vec::new();
+    };
     if p.info.relkind != "p" {
         return Vec::new();
     }
     if t.filter.is_some() {
-        note(rr, "the rule has a filter, so partitions are swept row by row");
+        note(
+            rr,
+            "the rule has a filter, so partitions are swept row by row",
+        );
         return Vec::new();
     }
-    let partkey: Option<String> = sqlx::query_scalar(sql::PARTKEY).bind(p.info.oid).fetch_one(&pg.pool).await.ok().flatten();
-    if !partkey.as_deref().is_some_and(|k| sql::keyed_on(k, &t.age_column)) {
+    let partkey: Option<String> = sqlx::query_scalar(sql::PARTKEY)
+        .bind(p.info.oid)
+        .fetch_one(&pg.pool)
+        .await
+        .ok()
+        .flatten();
+    if !partkey
+        .as_deref()
+        .is_some_and(|k| sql::keyed_on(k, &t.age_column))
+    {
         note(rr, "the table is not RANGE-partitioned on the age column alone, so partitions are swept row by row");
         return Vec::new();
     }
-    let leaves = match sqlx::query(sql::LEAVES).bind(p.info.oid).fetch_all(&pg.pool).await {
+    let leaves = match sqlx::query(sql::LEAVES)
+        .bind(p.info.oid)
+        .fetch_all(&pg.pool)
+        .await
+    {
         Ok(rows) => rows,
         Err(e) => {
             rr.error(format!("cannot list partitions: {}", db_message(&e)));
@@ -44,7 +61,11 @@ pub(crate) async fn remove_expired(
     };
     let age_type = p.info.columns[t.age_column.as_str()].type_name.clone();
     let cutoff_param = p.age_kind.cutoff_param(cutoff);
-    let has_default: bool = sqlx::query_scalar(sql::HAS_DEFAULT).bind(p.info.oid).fetch_one(&pg.pool).await.unwrap_or(true);
+    let has_default: bool = sqlx::query_scalar(sql::HAS_DEFAULT)
+        .bind(p.info.oid)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap_or(true);
     let (mut gone, mut blocked, mut due_names) = (Vec::new(), Vec::new(), Vec::new());
     for row in leaves {
         let leaf = TableName {
@@ -53,13 +74,25 @@ pub(crate) async fn remove_expired(
         };
         let bound: Option<String> = row.get(2);
         let direct: bool = row.get(3);
-        let Some(upper) = bound.as_deref().filter(|_| direct).and_then(sql::upper_bound) else { continue };
+        let Some(upper) = bound
+            .as_deref()
+            .filter(|_| direct)
+            .and_then(sql::upper_bound)
+        else {
+            continue;
+        };
         let check = sql::bound_before_cutoff(&age_type);
-        let q = crate::store::postgres::bind(sqlx::query(&check).bind(upper), std::slice::from_ref(&cutoff_param));
+        let q = crate::store::postgres::bind(
+            sqlx::query(&check).bind(upper),
+            std::slice::from_ref(&cutoff_param),
+        );
         let expired: bool = match q.fetch_one(&pg.pool).await.and_then(|r| r.try_get(0)) {
             Ok(v) => v,
             Err(e) => {
-                rr.error(format!("cannot compare the bound of {leaf}: {}", db_message(&e)));
+                rr.error(format!(
+                    "cannot compare the bound of {leaf}: {}",
+                    db_message(&e)
+                ));
                 continue;
             }
         };
@@ -102,7 +135,10 @@ pub(crate) async fn remove_expired(
                 crate::metrics::record_batch(&rr.rule.name, "delete", rows);
                 gone.push(leaf);
             }
-            Err(e) => rr.error(format!("cannot remove partition {leaf}: {}", db_message(&e))),
+            Err(e) => rr.error(format!(
+                "cannot remove partition {leaf}: {}",
+                db_message(&e)
+            )),
         }
     }
     let key = match mode {
@@ -111,35 +147,53 @@ pub(crate) async fn remove_expired(
         PartitionMode::Archive(_) => "partitions_archived",
     };
     if rr.mode == Mode::DryRun {
-        rr.report.details.insert("partitions_due".into(), due_names.into());
+        rr.report
+            .details
+            .insert("partitions_due".into(), due_names.into());
     } else {
         let names: Vec<String> = gone.iter().map(ToString::to_string).collect();
         rr.report.details.insert(key.into(), names.into());
     }
     if !blocked.is_empty() {
-        rr.report.details.insert("partitions_kept_for_holds".into(), blocked.into());
+        rr.report
+            .details
+            .insert("partitions_kept_for_holds".into(), blocked.into());
     }
     gone
 }
 
 /// Detaches `leaf` and drops, keeps or archives it; returns its row count.
-async fn remove(pg: &PgStore, parent: &TableName, leaf: &TableName, mode: &PartitionMode, has_default: bool) -> Result<u64, sqlx::Error> {
-    let rows: i64 = sqlx::query_scalar(&sql::count_all(leaf)).fetch_one(&pg.pool).await?;
+async fn remove(
+    pg: &PgStore,
+    parent: &TableName,
+    leaf: &TableName,
+    mode: &PartitionMode,
+    has_default: bool,
+) -> Result<u64, sqlx::Error> {
+    let rows: i64 = sqlx::query_scalar(&sql::count_all(leaf))
+        .fetch_one(&pg.pool)
+        .await?;
     // CONCURRENTLY keeps the application writing to other partitions; PostgreSQL does
     // not allow it while a DEFAULT partition exists.
-    sqlx::raw_sql(&sql::detach(parent, leaf, !has_default)).execute(&pg.pool).await?;
+    sqlx::raw_sql(&sql::detach(parent, leaf, !has_default))
+        .execute(&pg.pool)
+        .await?;
     match mode {
         PartitionMode::Drop => {
             sqlx::raw_sql(&sql::drop(leaf)).execute(&pg.pool).await?;
         }
         PartitionMode::Detach => {}
         PartitionMode::Archive(schema) => {
-            sqlx::raw_sql(&sql::archive(leaf, schema)).execute(&pg.pool).await?;
+            sqlx::raw_sql(&sql::archive(leaf, schema))
+                .execute(&pg.pool)
+                .await?;
         }
     }
     Ok(rows.max(0) as u64)
 }
 
 fn note(rr: &mut RuleRun<'_>, text: &str) {
-    rr.report.details.insert("partitions_note".into(), text.into());
+    rr.report
+        .details
+        .insert("partitions_note".into(), text.into());
 }

@@ -89,8 +89,14 @@ fn malformed_configs_name_line_column_and_field_and_exit_2() {
     trap.set_nonblocking(true).unwrap();
     let port = trap.local_addr().unwrap().port();
     let env = vec![
-        ("RETENTIOND_TEST_UNREACHABLE_URL".to_string(), format!("postgres://u:secret@127.0.0.1:{port}/db")),
-        ("S3_ENDPOINT".to_string(), format!("http://127.0.0.1:{port}")),
+        (
+            "RETENTIOND_TEST_UNREACHABLE_URL".to_string(),
+            format!("postgres://u:secret@127.0.0.1:{port}/db"),
+        ),
+        (
+            "S3_ENDPOINT".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        ),
     ];
     let cases = cases();
     assert!(cases.len() >= 40, "at least 40 cases, got {}", cases.len());

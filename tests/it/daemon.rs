@@ -241,23 +241,35 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
 
 /// Seconds the replica test runs: 8 in CI, `RETENTIOND_SOAK_SECS=60` for the soak.
 fn soak_secs() -> u64 {
-    std::env::var("RETENTIOND_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+    std::env::var("RETENTIOND_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_never_run_a_rule_at_the_same_time() {
     let env = TestEnv::new("replicas").await;
-    env.sql("CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);",
+    )
+    .await;
     let batch = "batch_size = 5\nmin_batch_size = 1\nmax_batch_size = 5";
     let mut daemons = Vec::new();
     for i in 0..3 {
-        let cfg = env.config_named(&format!("replica{i}.toml"), &with_schedule(config(&env, free_port(), "*/1 * * * * *", batch)));
+        let cfg = env.config_named(
+            &format!("replica{i}.toml"),
+            &with_schedule(config(&env, free_port(), "*/1 * * * * *", batch)),
+        );
         daemons.push(spawn(&env, &cfg));
     }
     // Keep feeding due rows so runs take real time and would overlap without the lock.
     let deadline = Instant::now() + Duration::from_secs(soak_secs());
     while Instant::now() < deadline {
-        env.sql("INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);").await;
+        env.sql(
+            "INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for d in &daemons {
@@ -272,12 +284,25 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    assert!(runs.len() as u64 >= soak_secs() / 2, "ticks ran: {}", runs.len());
+    assert!(
+        runs.len() as u64 >= soak_secs() / 2,
+        "ticks ran: {}",
+        runs.len()
+    );
     // A run's record starts after its rule lock is taken and ends before it is released:
     // records of one rule never overlap, whichever replica wrote them.
     for w in runs.windows(2) {
         assert!(w[0].1 <= w[1].0, "runs overlap: {:?} and {:?}", w[0], w[1]);
     }
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE status = 'skipped'").await, 0, "skipped ticks are not recorded");
-    eprintln!("replicas: {} runs in {} s, none overlapping", runs.len(), soak_secs());
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE status = 'skipped'")
+            .await,
+        0,
+        "skipped ticks are not recorded"
+    );
+    eprintln!(
+        "replicas: {} runs in {} s, none overlapping",
+        runs.len(),
+        soak_secs()
+    );
 }

@@ -47,8 +47,15 @@ fn s3_error(status: u16, code: &str) -> Response {
 async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let n = p.faults.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
-    let mut body = axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec();
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let mut body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     // 20% of requests fail: 500, 503 SlowDown, or a connection reset mid-response.
     match roll(n, 1) {
         0..=6 => {
@@ -61,8 +68,14 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         }
         14..=19 => {
             p.faults.resets.fetch_add(1, Ordering::Relaxed);
-            let broken = futures::stream::once(async { Err::<axum::body::Bytes, _>(std::io::Error::other("reset")) });
-            return Response::builder().status(200).header("content-length", "4096").body(Body::from_stream(broken)).unwrap();
+            let broken = futures::stream::once(async {
+                Err::<axum::body::Bytes, _>(std::io::Error::other("reset"))
+            });
+            return Response::builder()
+                .status(200)
+                .header("content-length", "4096")
+                .body(Body::from_stream(broken))
+                .unwrap();
         }
         _ => {}
     }
@@ -75,9 +88,17 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         let mut rest = text.as_str();
         let mut failed = p.faults.failed_keys.lock().unwrap();
         while let Some(start) = rest.find("<Object>") {
-            let end = rest[start..].find("</Object>").map(|e| start + e + "</Object>".len()).unwrap();
+            let end = rest[start..]
+                .find("</Object>")
+                .map(|e| start + e + "</Object>".len())
+                .unwrap();
             let object = &rest[start..end];
-            let key = object.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap_or_default().to_owned();
+            let key = object
+                .split("<Key>")
+                .nth(1)
+                .and_then(|k| k.split("</Key>").next())
+                .unwrap_or_default()
+                .to_owned();
             kept.push_str(&rest[..start]);
             if roll(key.len() as u64 + n, 7) < 25 && failed.insert(key.clone()) {
                 injected.push(key);
@@ -89,13 +110,22 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         kept.push_str(rest);
         if !injected.is_empty() {
             body = kept.into_bytes();
-            p.faults.key_errors.fetch_add(injected.len() as u64, Ordering::Relaxed);
+            p.faults
+                .key_errors
+                .fetch_add(injected.len() as u64, Ordering::Relaxed);
         }
     }
-    let mut fwd = p.client.request(parts.method.clone(), format!("{}{path}", p.upstream));
+    let mut fwd = p
+        .client
+        .request(parts.method.clone(), format!("{}{path}", p.upstream));
     for (name, value) in &parts.headers {
-        let skip = matches!(name.as_str(), "host" | "content-length" | "transfer-encoding")
-            || (!injected.is_empty() && (name.as_str() == "content-md5" || name.as_str().starts_with("x-amz-checksum") || name.as_str() == "x-amz-sdk-checksum-algorithm"));
+        let skip = matches!(
+            name.as_str(),
+            "host" | "content-length" | "transfer-encoding"
+        ) || (!injected.is_empty()
+            && (name.as_str() == "content-md5"
+                || name.as_str().starts_with("x-amz-checksum")
+                || name.as_str() == "x-amz-sdk-checksum-algorithm"));
         if !skip {
             fwd = fwd.header(name, value);
         }
@@ -124,7 +154,10 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     }
     let mut resp = Response::builder().status(status.as_u16());
     for (name, value) in &headers {
-        if !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
             resp = resp.header(name, value);
         }
     }
@@ -132,8 +165,14 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
 }
 
 async fn start_proxy(upstream: String) -> (String, Arc<Proxy>) {
-    let proxy = Arc::new(Proxy { upstream, client: reqwest::Client::new(), faults: Faults::default() });
-    let app = axum::Router::new().fallback(handle).with_state(proxy.clone());
+    let proxy = Arc::new(Proxy {
+        upstream,
+        client: reqwest::Client::new(),
+        faults: Faults::default(),
+    });
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(proxy.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -147,7 +186,13 @@ async fn everything_due_goes_within_three_runs_through_a_faulty_network() {
     let bucket = server.bucket(false).await;
     let (endpoint, proxy) = start_proxy(server.endpoint.clone()).await;
     let mut env = TestEnv::new("faults").await;
-    env.env.extend(server.env().into_iter().map(|(k, v)| if k == "S3_ENDPOINT" { (k, endpoint.clone()) } else { (k, v) }));
+    env.env.extend(server.env().into_iter().map(|(k, v)| {
+        if k == "S3_ENDPOINT" {
+            (k, endpoint.clone())
+        } else {
+            (k, v)
+        }
+    }));
     env.sql(
         "CREATE TABLE generations (id serial PRIMARY KEY, created_at timestamptz NOT NULL, output_key text);
          INSERT INTO generations (created_at, output_key) SELECT now() - interval '100 days', 'linked/' || g FROM generate_series(1, 300) g;",
@@ -161,7 +206,13 @@ async fn everything_due_goes_within_three_runs_through_a_faulty_network() {
         "{}[[rules]]\nname = \"linked\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"generations\"\nage_column = \"created_at\"\nretain = \"90d\"\naction = \"delete\"\nobjects = {{ store = \"assets\", key_columns = [\"output_key\"] }}\n\n[[rules]]\nname = \"orphans\"\ncategory = \"assets\"\nstore = \"assets\"\nprefix = \"gen/\"\nretain = \"2s\"\naction = \"delete\"\n",
         server.store(&bucket)
     );
-    let cfg = env.config_named("retention.toml", &(env.header().replace("max_batch_size = 50", "max_batch_size = 400") + &body));
+    let cfg = env.config_named(
+        "retention.toml",
+        &(env
+            .header()
+            .replace("max_batch_size = 50", "max_batch_size = 400")
+            + &body),
+    );
     let mut runs = 0;
     loop {
         runs += 1;
@@ -169,17 +220,31 @@ async fn everything_due_goes_within_three_runs_through_a_faulty_network() {
         assert!(out.code == 0 || out.code == 1, "run {runs}: {}", out.stderr);
         let r = out.json();
         // Never a row without its object gone.
-        let live: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT output_key FROM generations").fetch_all(&env.pool).await.unwrap().into_iter().collect();
+        let live: HashSet<String> =
+            sqlx::query_scalar::<_, String>("SELECT output_key FROM generations")
+                .fetch_all(&env.pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
         let present: HashSet<String> = keys(&c, &bucket, "linked/").await.into_iter().collect();
         for g in 1..=300 {
             let k = format!("linked/{g}");
-            assert!(live.contains(&k) || !present.contains(&k), "row of {k} removed while the object remains");
+            assert!(
+                live.contains(&k) || !present.contains(&k),
+                "row of {k} removed while the object remains"
+            );
         }
         let left = live.len() + keys(&c, &bucket, "gen/").await.len();
         if left == 0 {
             break;
         }
-        assert!(runs < 3, "still {left} due after 3 runs (last: linked failed {}, orphans failed {})", n(&r, "linked", "failed"), n(&r, "orphans", "failed"));
+        assert!(
+            runs < 3,
+            "still {left} due after 3 runs (last: linked failed {}, orphans failed {})",
+            n(&r, "linked", "failed"),
+            n(&r, "orphans", "failed")
+        );
     }
     let f = &proxy.faults;
     let (reqs, errors, resets, key_errors) = (
@@ -189,5 +254,8 @@ async fn everything_due_goes_within_three_runs_through_a_faulty_network() {
         f.key_errors.load(Ordering::Relaxed),
     );
     eprintln!("fault proxy: {reqs} requests, {errors} 5xx, {resets} resets, {key_errors} per-key errors; done in {runs} runs");
-    assert!(errors > 0 && resets > 0 && key_errors > 0, "faults were injected: {errors} {resets} {key_errors}");
+    assert!(
+        errors > 0 && resets > 0 && key_errors > 0,
+        "faults were injected: {errors} {resets} {key_errors}"
+    );
 }

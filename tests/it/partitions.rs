@@ -32,7 +32,8 @@ fn rule_text(mode: &str) -> String {
 }
 
 async fn leaves(env: &TestEnv) -> i64 {
-    env.scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass").await
+    env.scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+        .await
 }
 
 #[tokio::test]
@@ -40,47 +41,131 @@ async fn only_fully_expired_partitions_are_dropped() {
     let env = partitioned("partdrop").await;
     let cfg = env.config(&rule_text("drop"));
     let before_leaves = leaves(&env).await;
-    let due = env.scalar("SELECT count(*) FROM events WHERE at < now() - interval '30 days'").await as u64;
-    let young = env.scalar("SELECT count(*) FROM events WHERE at >= now() - interval '30 days'").await;
+    let due = env
+        .scalar("SELECT count(*) FROM events WHERE at < now() - interval '30 days'")
+        .await as u64;
+    let young = env
+        .scalar("SELECT count(*) FROM events WHERE at >= now() - interval '30 days'")
+        .await;
 
-    let dry = env.run(&cfg, &["sweep", "--dry-run", "--format", "json"]).json();
+    let dry = env
+        .run(&cfg, &["sweep", "--dry-run", "--format", "json"])
+        .json();
     assert_eq!(n(&dry, "events", "matched"), due);
-    let due_parts = rule(&dry, "events")["details"]["partitions_due"].as_array().unwrap().len();
-    assert!(due_parts >= 3, "at least three whole months are past the cutoff: {dry}");
+    let due_parts = rule(&dry, "events")["details"]["partitions_due"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        due_parts >= 3,
+        "at least three whole months are past the cutoff: {dry}"
+    );
     assert_eq!(leaves(&env).await, before_leaves, "a dry-run drops nothing");
 
     let out = env.run(&cfg, &["sweep", "--format", "json"]);
     out.expect_code(0);
     let r = out.json();
-    let dropped = rule(&r, "events")["details"]["partitions_dropped"].as_array().unwrap().len();
+    let dropped = rule(&r, "events")["details"]["partitions_dropped"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(dropped, due_parts);
-    assert_eq!(n(&r, "events", "deleted"), due, "dropped rows and row deletes add up");
+    assert_eq!(
+        n(&r, "events", "deleted"),
+        due,
+        "dropped rows and row deletes add up"
+    );
     assert_eq!(leaves(&env).await, before_leaves - dropped as i64);
-    assert_eq!(env.scalar("SELECT count(*) FROM events WHERE at < now() - interval '30 days'").await, 0, "straddling and default partitions swept row by row");
-    assert_eq!(env.scalar("SELECT count(*) FROM events").await, young, "nothing young was removed");
-    assert_eq!(env.scalar("SELECT count(*) FROM events_default WHERE at > now()").await, 1);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM events WHERE at < now() - interval '30 days'")
+            .await,
+        0,
+        "straddling and default partitions swept row by row"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM events").await,
+        young,
+        "nothing young was removed"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM events_default WHERE at > now()")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_hold_keeps_its_partition_and_detach_and_archive_do_what_they_say() {
     let env = partitioned("parthold").await;
-    env.run(&env.config(&rule_text("detach")), &["hold", "add", "--subject", "account:3", "--reason", "case"]).expect_code(0);
+    env.run(
+        &env.config(&rule_text("detach")),
+        &["hold", "add", "--subject", "account:3", "--reason", "case"],
+    )
+    .expect_code(0);
     let before = leaves(&env).await;
-    let r = env.run(&env.config(&rule_text("detach")), &["sweep", "--format", "json"]).json();
-    let detached: Vec<String> = rule(&r, "events")["details"]["partitions_detached"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-    let kept = rule(&r, "events")["details"]["partitions_kept_for_holds"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(kept >= 1, "a partition with a held row is not detached: {r}");
+    let r = env
+        .run(
+            &env.config(&rule_text("detach")),
+            &["sweep", "--format", "json"],
+        )
+        .json();
+    let detached: Vec<String> = rule(&r, "events")["details"]["partitions_detached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let kept = rule(&r, "events")["details"]["partitions_kept_for_holds"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!(
+        kept >= 1,
+        "a partition with a held row is not detached: {r}"
+    );
     assert_eq!(leaves(&env).await, before - detached.len() as i64);
     for d in &detached {
         // Detached, not dropped: the table still exists outside the partitioned table.
-        assert_eq!(env.scalar(&format!("SELECT count(*) FROM pg_class WHERE oid = to_regclass('{d}')")).await, 1, "{d} kept");
+        assert_eq!(
+            env.scalar(&format!(
+                "SELECT count(*) FROM pg_class WHERE oid = to_regclass('{d}')"
+            ))
+            .await,
+            1,
+            "{d} kept"
+        );
     }
-    assert!(env.scalar("SELECT count(*) FROM events WHERE account_id = 3 AND at < now() - interval '30 days'").await > 0, "held rows stay");
-    assert_eq!(env.scalar("SELECT count(*) FROM events WHERE account_id <> 3 AND at < now() - interval '30 days'").await, 0);
+    assert!(
+        env.scalar(
+            "SELECT count(*) FROM events WHERE account_id = 3 AND at < now() - interval '30 days'"
+        )
+        .await
+            > 0,
+        "held rows stay"
+    );
+    assert_eq!(
+        env.scalar(
+            "SELECT count(*) FROM events WHERE account_id <> 3 AND at < now() - interval '30 days'"
+        )
+        .await,
+        0
+    );
 
     let env2 = partitioned("partarchive").await;
-    let r = env2.run(&env2.config(&rule_text("archive:archive")), &["sweep", "--format", "json"]).json();
-    let archived = rule(&r, "events")["details"]["partitions_archived"].as_array().unwrap().len() as i64;
+    let r = env2
+        .run(
+            &env2.config(&rule_text("archive:archive")),
+            &["sweep", "--format", "json"],
+        )
+        .json();
+    let archived = rule(&r, "events")["details"]["partitions_archived"]
+        .as_array()
+        .unwrap()
+        .len() as i64;
     assert!(archived >= 3);
-    assert_eq!(env2.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'").await, archived);
+    assert_eq!(
+        env2.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'")
+            .await,
+        archived
+    );
 }

@@ -17,7 +17,11 @@ struct PrivateServer {
 
 fn as_owner(cmd: &Path) -> Command {
     // initdb and pg_ctl refuse to run as root; run them as the postgres user then.
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(cmd);
@@ -37,7 +41,11 @@ impl PrivateServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let ok = as_owner(&bin.join("initdb"))
             .args(["-D"])
             .arg(&data)
@@ -48,13 +56,21 @@ impl PrivateServer {
             .unwrap()
             .success();
         assert!(ok, "initdb");
-        let s = Self { bin, data, port, _dir: dir };
+        let s = Self {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
         s.ctl(&["start", "-w"]);
         s
     }
 
     fn ctl(&self, args: &[&str]) {
-        let opts = format!("-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off", self.port);
+        let opts = format!(
+            "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
         let log = self.data.join("server.log");
         let ok = as_owner(&self.bin.join("pg_ctl"))
             .arg("-D")
@@ -77,7 +93,13 @@ impl PrivateServer {
 
 impl Drop for PrivateServer {
     fn drop(&mut self) {
-        let _ = as_owner(&self.bin.join("pg_ctl")).arg("-D").arg(&self.data).args(["stop", "-m", "immediate"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["stop", "-m", "immediate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -118,7 +140,10 @@ async fn a_postgres_restart_mid_sweep_is_retried_and_the_next_run_completes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut c = PgConnection::connect(&server.url()).await.unwrap();
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&mut c).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
         if left < 29_000 {
             break;
         }
@@ -126,7 +151,9 @@ async fn a_postgres_restart_mid_sweep_is_retried_and_the_next_run_completes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.ctl(&["restart", "-m", "fast", "-w"]);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     let code = out.status.code().unwrap_or(-1);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -142,13 +169,20 @@ async fn a_postgres_restart_mid_sweep_is_retried_and_the_next_run_completes() {
         matches!(status.as_str(), "succeeded" | "partial" | "failed"),
         "run recorded as {status} (rule {rule_status:?})\n{stdout}\n{stderr}"
     );
+    eprintln!("postgres restart: run ended {status} (rule {rule_status:?}), exit {code}");
     if status != "succeeded" {
         assert!(rule_status.is_some(), "the failing rule is recorded");
     }
     // The next run completes.
     let again = crate::common::run_bin(&cfg, &["sweep"], &[]);
     again.expect_code(0);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&mut c).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     assert_eq!(left, 50, "all due rows gone, young ones kept");
-    assert_eq!(crate::common::run_bin(&cfg, &["audit", "verify"], &[]).code, 0);
+    assert_eq!(
+        crate::common::run_bin(&cfg, &["audit", "verify"], &[]).code,
+        0
+    );
 }

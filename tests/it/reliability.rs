@@ -7,9 +7,15 @@ use std::time::Duration;
 use crate::common::TestEnv;
 use crate::s3::{keys, moto, put_many};
 
+/// `(id, output_key, input_keys, account_id, young)` of a generations row.
+type GenerationRow = (String, Option<String>, Vec<String>, i64, bool);
+
 /// Kill points: 20 by default; `RETENTIOND_SOAK_KILLS` for longer soaks.
 fn kills() -> usize {
-    std::env::var("RETENTIOND_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+    std::env::var("RETENTIOND_SOAK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,16 +34,37 @@ async fn sigkill_at_random_points_never_breaks_an_invariant() {
            SELECT g % 10, now() - interval '1 day', 'out/young-' || g, '{}' FROM generate_series(1, 100) g;",
     )
     .await;
-    let mut all: Vec<String> = (1..=1500).flat_map(|g| vec![format!("out/{g}"), format!("in/{g}")]).collect();
+    let mut all: Vec<String> = (1..=1500)
+        .flat_map(|g| vec![format!("out/{g}"), format!("in/{g}")])
+        .collect();
     all.extend((1..=100).map(|g| format!("out/young-{g}")));
     put_many(&c, &bucket, all).await;
     let body = format!(
         "{}[[rules]]\nname = \"generations\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"generations\"\nage_column = \"created_at\"\nretain = \"90d\"\naction = \"delete\"\nsubject = {{ kind = \"account\", column = \"account_id\" }}\nobjects = {{ store = \"assets\", key_columns = [\"output_key\", \"input_keys\"] }}\n",
         server.store(&bucket)
     );
-    let cfg = env.config_named("retention.toml", &(env.header().replace("max_batch_size = 50", "max_batch_size = 20") + &body));
-    env.run(&cfg, &["hold", "add", "--subject", "account:7", "--reason", "litigation"]).expect_code(0);
-    let held_rows = env.scalar("SELECT count(*) FROM generations WHERE account_id = 7").await;
+    let cfg = env.config_named(
+        "retention.toml",
+        &(env
+            .header()
+            .replace("max_batch_size = 50", "max_batch_size = 20")
+            + &body),
+    );
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "account:7",
+            "--reason",
+            "litigation",
+        ],
+    )
+    .expect_code(0);
+    let held_rows = env
+        .scalar("SELECT count(*) FROM generations WHERE account_id = 7")
+        .await;
 
     let mut rng_state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
@@ -68,19 +95,30 @@ async fn sigkill_at_random_points_never_breaks_an_invariant() {
         child.wait().unwrap();
 
         // Invariants after every kill.
-        let rows: Vec<(String, Option<String>, Vec<String>, i64, bool)> = sqlx::query_as(
+        let rows: Vec<GenerationRow> = sqlx::query_as(
             "SELECT id::text, output_key, input_keys, account_id, created_at > now() - interval '90 days' FROM generations",
         )
         .fetch_all(&env.pool)
         .await
         .unwrap();
-        assert_eq!(rows.iter().filter(|r| r.4).count(), 100, "no row younger than its cutoff was removed");
-        assert_eq!(rows.iter().filter(|r| r.3 == 7).count() as i64, held_rows, "no held row was removed");
+        assert_eq!(
+            rows.iter().filter(|r| r.4).count(),
+            100,
+            "no row younger than its cutoff was removed"
+        );
+        assert_eq!(
+            rows.iter().filter(|r| r.3 == 7).count() as i64,
+            held_rows,
+            "no held row was removed"
+        );
         let present: HashSet<String> = keys(&c, &bucket, "").await.into_iter().collect();
         let live: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
         for g in 1..=1500 {
             if !live.contains(&g.to_string()) {
-                assert!(!present.contains(&format!("out/{g}")) && !present.contains(&format!("in/{g}")), "row {g} was removed but an object it pointed to remains");
+                assert!(
+                    !present.contains(&format!("out/{g}")) && !present.contains(&format!("in/{g}")),
+                    "row {g} was removed but an object it pointed to remains"
+                );
             }
         }
         for r in rows.iter().filter(|r| r.3 == 7 || r.4) {
@@ -94,10 +132,20 @@ async fn sigkill_at_random_points_never_breaks_an_invariant() {
     let cfg_fast = env.config_named("fast.toml", &(env.header() + &body));
     env.run(&cfg_fast, &["sweep"]).expect_code(0);
     assert_eq!(env.scalar("SELECT count(*) FROM generations WHERE created_at < now() - interval '90 days' AND account_id <> 7").await, 0);
-    assert_eq!(env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'").await, 0);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'")
+            .await,
+        0
+    );
     // A process killed before it recorded its start leaves no run; every other killed
     // run is recorded as interrupted.
-    let interrupted = env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'").await;
-    assert!(interrupted >= 1 && interrupted <= killed, "{interrupted} interrupted of {killed} killed");
+    let interrupted = env
+        .scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'")
+        .await;
+    assert!(
+        interrupted >= 1 && interrupted <= killed,
+        "{interrupted} interrupted of {killed} killed"
+    );
+    eprintln!("crash: {killed} sweeps killed with SIGKILL, {interrupted} recorded as interrupted, invariants held after every kill");
     env.run(&cfg_fast, &["audit", "verify"]).expect_code(0);
 }

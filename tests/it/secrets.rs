@@ -6,9 +6,18 @@ use crate::s3::moto;
 #[tokio::test]
 async fn no_output_or_record_contains_a_secret() {
     let mut env = TestEnv::new("secrets").await;
-    let pg_password = format!("pg-S3cr3t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let s3_secret = format!("s3-S3cr3t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let role = format!("rtd_role_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let pg_password = format!(
+        "pg-S3cr3t-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let s3_secret = format!(
+        "s3-S3cr3t-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let role = format!(
+        "rtd_role_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     env.sql(&format!(
         "CREATE ROLE {role} LOGIN PASSWORD '{pg_password}' SUPERUSER;
          CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz, ip text);
@@ -21,9 +30,19 @@ async fn no_output_or_record_contains_a_secret() {
     crate::s3::put(&c, &bucket, "gen/a.png", "x").await;
     // The store URL carries the password; the S3 secret comes from the environment.
     let url = std::fs::read_to_string(env.url_file()).unwrap();
-    let with_password = url.replacen("postgres://postgres@", &format!("postgres://{role}:{pg_password}@"), 1);
+    let with_password = url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://{role}:{pg_password}@"),
+        1,
+    );
     std::fs::write(env.url_file(), &with_password).unwrap();
-    env.env.extend(server.env().into_iter().map(|(k, v)| if k == "AWS_SECRET_ACCESS_KEY" { (k, s3_secret.clone()) } else { (k, v) }));
+    env.env.extend(server.env().into_iter().map(|(k, v)| {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            (k, s3_secret.clone())
+        } else {
+            (k, v)
+        }
+    }));
     env.env.push(("RETENTIOND_LOG".into(), "debug".into()));
     let body = format!(
         "{}[[rules]]\nname = \"logs\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"anonymise\"\nanonymise = {{ ip = \"hash\" }}\n\n[[rules]]\nname = \"orphans\"\ncategory = \"assets\"\nstore = \"assets\"\nprefix = \"gen/\"\nretain = \"30d\"\naction = \"delete\"\n",
@@ -31,7 +50,14 @@ async fn no_output_or_record_contains_a_secret() {
     );
     let cfg = env.config(&body);
     let mut outputs = Vec::new();
-    for args in [&["validate"][..], &["sweep", "--dry-run"], &["sweep", "--format", "json"], &["--log-format", "json", "sweep"], &["report", "show", "latest", "--format", "html"], &["plan"]] {
+    for args in [
+        &["validate"][..],
+        &["sweep", "--dry-run"],
+        &["sweep", "--format", "json"],
+        &["--log-format", "json", "sweep"],
+        &["report", "show", "latest", "--format", "html"],
+        &["plan"],
+    ] {
         let mut cmd = vec!["--log-level", "debug"];
         cmd.extend_from_slice(args);
         let out = run_bin(&cfg, &cmd, &env.env);
@@ -40,13 +66,19 @@ async fn no_output_or_record_contains_a_secret() {
         outputs.push(out.stderr);
     }
     // Failing connections must not echo the URL either.
-    let bad = with_password.replace("127.0.0.1", "127.0.0.2").replace(":5432", ":1");
+    let bad = with_password
+        .replace("127.0.0.1", "127.0.0.2")
+        .replace(":5432", ":1");
     std::fs::write(env.url_file(), &bad).unwrap();
     let out = run_bin(&cfg, &["sweep"], &env.env);
     assert_ne!(out.code, 0);
     outputs.push(out.stdout);
     outputs.push(out.stderr);
-    std::fs::write(env.url_file(), "postgres://u:{pg}@[bad".replace("{pg}", &pg_password)).unwrap();
+    std::fs::write(
+        env.url_file(),
+        "postgres://u:{pg}@[bad".replace("{pg}", &pg_password),
+    )
+    .unwrap();
     let out = run_bin(&cfg, &["validate"], &env.env);
     assert_eq!(out.code, 2);
     outputs.push(out.stderr);
@@ -65,6 +97,10 @@ async fn no_output_or_record_contains_a_secret() {
     assert!(all.len() > 2_000, "the runs produced output to check");
     assert!(!all.contains(&pg_password), "the database password leaked");
     assert!(!all.contains(&s3_secret), "the S3 secret leaked");
-    assert!(!all.contains(crate::common::HMAC_KEY), "the HMAC key leaked");
-    env.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};")).await;
+    assert!(
+        !all.contains(crate::common::HMAC_KEY),
+        "the HMAC key leaked"
+    );
+    env.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await;
 }
