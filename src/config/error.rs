@@ -159,7 +159,8 @@ pub fn key_on_line(text: &str, offset: usize) -> Option<String> {
         && key
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'));
-    valid.then(|| key.trim_matches('"').to_owned())
+    let key = key.trim_matches('"');
+    (valid && !key.is_empty()).then(|| key.to_owned())
 }
 
 #[cfg(test)]

@@ -436,8 +436,11 @@ fn deserialize(loc: &Locator<'_>, text: &str) -> Result<RawConfig, ConfigError> 
                 format!("{field}.{missing}")
             };
         }
-        if field.is_empty() || field == "?" {
+        if field.is_empty() || field == "?" || field.ends_with('.') {
             field = error::key_on_line(text, offset).unwrap_or_else(|| "(document)".into());
+        }
+        if field.is_empty() {
+            field = "(document)".into();
         }
         loc.at_offset(offset, &field, message)
     })
