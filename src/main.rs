@@ -25,8 +25,9 @@ fn main() -> ExitCode {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            // Every span's fields on every line: `run_id` (run span) and `rule` (rule span).
+            .with_current_span(false)
+            .with_span_list(true)
             .init(),
         LogFormat::Text => builder.with_target(false).init(),
     }

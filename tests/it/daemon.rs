@@ -251,23 +251,25 @@ fn soak_secs() -> u64 {
 async fn three_daemons_never_run_a_rule_at_the_same_time() {
     let env = TestEnv::new("replicas").await;
     env.sql(
-        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);",
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         CREATE TABLE logs2 (LIKE logs INCLUDING ALL);",
     )
     .await;
     let batch = "batch_size = 5\nmin_batch_size = 1\nmax_batch_size = 5";
+    // Two rules, so runs of different rules finish concurrently and must still form one chain.
+    let second = "\n[[rules]]\nname = \"logs2\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs2\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n";
     let mut daemons = Vec::new();
     for i in 0..3 {
-        let cfg = env.config_named(
-            &format!("replica{i}.toml"),
-            &with_schedule(config(&env, free_port(), "*/1 * * * * *", batch)),
-        );
+        let text = with_schedule(config(&env, free_port(), "*/1 * * * * *", batch)) + second;
+        let cfg = env.config_named(&format!("replica{i}.toml"), &text);
         daemons.push(spawn(&env, &cfg));
     }
     // Keep feeding due rows so runs take real time and would overlap without the lock.
     let deadline = Instant::now() + Duration::from_secs(soak_secs());
     while Instant::now() < deadline {
         env.sql(
-            "INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);",
+            "INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);
+             INSERT INTO logs2 (at) SELECT now() - interval '40 days' FROM generate_series(1, 300);",
         )
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -278,21 +280,32 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
     for d in &mut daemons {
         assert_eq!(wait_exit(d, 20), 0);
     }
-    let runs: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
-        "SELECT r.started_at, r.finished_at, r.actor FROM retentiond.runs r WHERE r.mode = 'enforce' AND r.finished_at IS NOT NULL ORDER BY r.started_at",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
-    assert!(
-        runs.len() as u64 >= soak_secs() / 2,
-        "ticks ran: {}",
-        runs.len()
-    );
-    // A run's record starts after its rule lock is taken and ends before it is released:
-    // records of one rule never overlap, whichever replica wrote them.
-    for w in runs.windows(2) {
-        assert!(w[0].1 <= w[1].0, "runs overlap: {:?} and {:?}", w[0], w[1]);
+    let mut total = 0;
+    for rule_name in ["logs", "logs2"] {
+        let runs: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT r.started_at, r.finished_at FROM retentiond.runs r JOIN retentiond.rule_results x USING (run_id) \
+             WHERE r.mode = 'enforce' AND r.finished_at IS NOT NULL AND x.rule = $1 ORDER BY r.started_at",
+        )
+        .bind(rule_name)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        assert!(
+            runs.len() as u64 >= soak_secs() / 2,
+            "{rule_name}: ticks ran: {}",
+            runs.len()
+        );
+        // A run's record starts after its rule lock is taken and ends before it is
+        // released: records of one rule never overlap, whichever replica wrote them.
+        for w in runs.windows(2) {
+            assert!(
+                w[0].1 <= w[1].0,
+                "{rule_name}: runs overlap: {:?} and {:?}",
+                w[0],
+                w[1]
+            );
+        }
+        total += runs.len();
     }
     assert_eq!(
         env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE status = 'skipped'")
@@ -300,9 +313,13 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
         0,
         "skipped ticks are not recorded"
     );
-    eprintln!(
-        "replicas: {} runs in {} s, none overlapping",
-        runs.len(),
-        soak_secs()
+    // Runs of both rules, finishing concurrently on three replicas, form one intact chain.
+    let cfg = env.config_named(
+        "verify.toml",
+        &with_schedule(config(&env, free_port(), "*/1 * * * * *", batch)),
     );
+    let v = crate::common::run_bin(&cfg, &["audit", "verify", "--format", "json"], &env.env);
+    v.expect_code(0);
+    assert_eq!(v.json()["records"].as_u64().unwrap() as usize, total);
+    eprintln!("replicas: {total} runs of 2 rules in {} s on 3 daemons, none overlapping, one intact chain", soak_secs());
 }

@@ -313,3 +313,37 @@ async fn policy_lists_every_category_of_the_shipped_config() {
     let html = crate::common::run_bin(&shipped, &["policy", "--format", "html"], &[]);
     assert!(html.stdout.contains("<table>") && html.stdout.contains("kept at least 7 years"));
 }
+
+#[tokio::test]
+async fn json_logs_carry_run_id_and_rule_on_every_line_of_a_run() {
+    let (env, cfg) = env_with_logs("jsonlogs").await;
+    let out = env.run(
+        &cfg,
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "retentiond=debug",
+            "sweep",
+        ],
+    );
+    out.expect_code(0);
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let in_rule: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains("\"name\":\"rule\""))
+        .collect();
+    assert!(!in_rule.is_empty(), "rule lines logged:\n{}", out.stderr);
+    for l in in_rule {
+        let spans = l["spans"].as_array().unwrap();
+        assert!(
+            spans.iter().any(|s| s["run_id"].is_string()),
+            "no run_id: {l}"
+        );
+        assert!(spans.iter().any(|s| s["rule"] == "logs"), "no rule: {l}");
+    }
+}

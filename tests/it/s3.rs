@@ -585,3 +585,91 @@ async fn missing_bucket_fails_the_preflight_with_exit_2() {
         0
     );
 }
+
+#[tokio::test]
+async fn tag_filter_limits_a_prefix_rule() {
+    let server = moto();
+    let mut env = TestEnv::new("s3tags").await;
+    env.env.extend(server.env());
+    let c = server.client();
+    let bucket = server.bucket(false).await;
+    for (key, tag) in [
+        ("gen/a.png", "short"),
+        ("gen/b.png", "long"),
+        ("gen/c.png", ""),
+    ] {
+        let mut req = c
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"x"));
+        if !tag.is_empty() {
+            req = req.tagging(format!("retention={tag}"));
+        }
+        req.send().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let cfg = env.config(&format!(
+        "{}{}",
+        server.store(&bucket),
+        prefix_rule("tags = { retention = \"short\" }")
+    ));
+    let r = env.run(&cfg, &["sweep", "--format", "json"]);
+    r.expect_code(0);
+    assert_eq!(n(&r.json(), "orphans", "deleted"), 1);
+    assert_eq!(
+        keys(&c, &bucket, "gen/").await,
+        vec!["gen/b.png".to_string(), "gen/c.png".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn erase_removes_a_subjects_rows_and_their_objects_first() {
+    for server in plain_servers() {
+        let mut env = TestEnv::new("s3erase").await;
+        env.env.extend(server.env());
+        let c = server.client();
+        let bucket = server.bucket(false).await;
+        env.sql(
+            "CREATE TABLE generations (id serial PRIMARY KEY, account_id bigint, created_at timestamptz NOT NULL, output_key text);
+             INSERT INTO generations (account_id, created_at, output_key) VALUES
+               (5, now() - interval '1 day', 'generated/5/young.png'), (5, now() - interval '200 days', 'generated/5/old.png'),
+               (6, now() - interval '1 day', 'generated/6/keep.png');",
+        )
+        .await;
+        put_many(
+            &c,
+            &bucket,
+            vec![
+                "generated/5/young.png".into(),
+                "generated/5/old.png".into(),
+                "generated/6/keep.png".into(),
+            ],
+        )
+        .await;
+        let cfg = env.config(&format!(
+            "{}[[rules]]\nname = \"generations\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"generations\"\nage_column = \"created_at\"\nretain = \"90d\"\naction = \"delete\"\nsubject = {{ kind = \"account\", column = \"account_id\" }}\nobjects = {{ store = \"assets\", key_columns = [\"output_key\"] }}\n",
+            server.store(&bucket)
+        ));
+        let e = env.run(
+            &cfg,
+            &["erase", "--subject", "account:5", "--format", "json"],
+        );
+        e.expect_code(0);
+        let j = e.json();
+        assert_eq!(
+            n(&j, "generations", "deleted"),
+            2,
+            "{}: young and old rows of the subject",
+            server.name
+        );
+        assert_eq!(rule(&j, "generations")["details"]["objects_deleted"], 2);
+        assert_eq!(
+            keys(&c, &bucket, "generated/").await,
+            vec!["generated/6/keep.png".to_string()],
+            "{}",
+            server.name
+        );
+        assert_eq!(env.scalar("SELECT count(*) FROM generations").await, 1);
+    }
+}
