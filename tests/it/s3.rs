@@ -673,3 +673,30 @@ async fn erase_removes_a_subjects_rows_and_their_objects_first() {
         assert_eq!(env.scalar("SELECT count(*) FROM generations").await, 1);
     }
 }
+
+#[tokio::test]
+async fn reports_are_copied_to_an_s3_prefix() {
+    let server = moto();
+    let mut env = TestEnv::new("s3reports").await;
+    env.env.extend(server.env());
+    let c = server.client();
+    let bucket = server.bucket(false).await;
+    env.sql("CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); INSERT INTO logs (at) VALUES (now() - interval '40 days');").await;
+    let text = env.header().replace("[audit]\nstore = \"app\"", "[audit]\nstore = \"app\"\nreport_store = \"assets\"\nreport_prefix = \"retention-reports/\"")
+        + &server.store(&bucket)
+        + "[[rules]]\nname = \"logs\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n";
+    let cfg = env.config_named("retention.toml", &text);
+    let out = env.run(&cfg, &["sweep", "--format", "json"]);
+    out.expect_code(0);
+    let run_id = out.json()["run_id"].as_str().unwrap().to_owned();
+    let copies = keys(&c, &bucket, "retention-reports/").await;
+    assert_eq!(copies.len(), 3, "{copies:?}");
+    for ext in ["json", "md", "html"] {
+        assert!(copies.iter().any(|k| k.ends_with(&format!("{run_id}.{ext}"))), "{ext} copy of {run_id}: {copies:?}");
+    }
+    let json_key = copies.iter().find(|k| k.ends_with(".json")).unwrap();
+    let body = c.get_object().bucket(&bucket).key(json_key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let copy: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(copy["run_id"], run_id.as_str());
+    assert!(copy["hash"].as_str().is_some_and(|h| h.len() == 64), "the copy carries the sealed hash");
+}
