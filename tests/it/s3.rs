@@ -692,11 +692,30 @@ async fn reports_are_copied_to_an_s3_prefix() {
     let copies = keys(&c, &bucket, "retention-reports/").await;
     assert_eq!(copies.len(), 3, "{copies:?}");
     for ext in ["json", "md", "html"] {
-        assert!(copies.iter().any(|k| k.ends_with(&format!("{run_id}.{ext}"))), "{ext} copy of {run_id}: {copies:?}");
+        assert!(
+            copies
+                .iter()
+                .any(|k| k.ends_with(&format!("{run_id}.{ext}"))),
+            "{ext} copy of {run_id}: {copies:?}"
+        );
     }
     let json_key = copies.iter().find(|k| k.ends_with(".json")).unwrap();
-    let body = c.get_object().bucket(&bucket).key(json_key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let body = c
+        .get_object()
+        .bucket(&bucket)
+        .key(json_key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
     let copy: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(copy["run_id"], run_id.as_str());
-    assert!(copy["hash"].as_str().is_some_and(|h| h.len() == 64), "the copy carries the sealed hash");
+    assert!(
+        copy["hash"].as_str().is_some_and(|h| h.len() == 64),
+        "the copy carries the sealed hash"
+    );
 }
