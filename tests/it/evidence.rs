@@ -73,18 +73,23 @@ async fn report_json_matches_the_documented_schema() {
         );
     }
     assert_eq!(printed["run_id"], shown["run_id"]);
-    // Samples are shown to the operator but not kept in the trail by default.
-    assert!(
-        !rule(&printed, "logs")["samples"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-            || n(&printed, "logs", "deleted") > 0
+    // Samples are shown to the operator (a dry-run prints them) but not kept in the trail
+    // by default.
+    env.sql("INSERT INTO logs (account_id, at) VALUES (9, now() - interval '40 days')")
+        .await;
+    let dry = env
+        .run(&cfg, &["sweep", "--dry-run", "--format", "json"])
+        .json();
+    assert_eq!(
+        rule(&dry, "logs")["samples"].as_array().unwrap().len(),
+        1,
+        "the operator sees the sample"
     );
     assert_eq!(
         env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE samples <> '[]'")
             .await,
-        0
+        0,
+        "the trail keeps no samples unless [audit] samples = true"
     );
     // Copies in report_dir.
     let dir = env.dir.path().join("reports");
@@ -113,7 +118,14 @@ async fn report_json_matches_the_documented_schema() {
             ],
         )
         .json();
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    // The enforcing sweep and the dry-run, newest first.
+    let modes: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, vec!["dry_run", "enforce"]);
     let md = env.run(&cfg, &["report", "show", "latest", "--format", "markdown"]);
     assert!(
         md.stdout
