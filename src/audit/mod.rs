@@ -50,8 +50,6 @@ pub struct RunHandle {
     pub run_id: Uuid,
     /// Row id (chain and lock key).
     pub id: i64,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
     lock: Option<PoolConnection<Postgres>>,
 }
 
@@ -166,9 +164,9 @@ impl Audit {
             .bind(lock_key(id))
             .execute(&mut *conn)
             .await?;
-        let row = sqlx::query(
+        sqlx::query(
             "INSERT INTO retentiond.runs (id, run_id, trigger, mode, actor, host, version, config_sha256, as_of, subject_hash, started_at) \
-             VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9, date_trunc('milliseconds', clock_timestamp())) RETURNING started_at",
+             VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9, date_trunc('milliseconds', clock_timestamp()))",
         )
         .bind(run_id)
         .bind(&start.trigger)
@@ -180,12 +178,11 @@ impl Audit {
         .bind(start.as_of)
         .bind(&start.subject_hash)
         .bind(id)
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await?;
         Ok(RunHandle {
             run_id,
             id,
-            started_at: row.get(0),
             lock: Some(conn),
         })
     }

@@ -475,6 +475,11 @@ pub fn analyze(table: &TableName) -> String {
     format!("ANALYZE {}", table.quoted())
 }
 
+/// `SELECT count(*) FROM table`: the guard's percentage base, a partition's row count.
+pub fn count_rows(table: &TableName) -> String {
+    format!("SELECT count(*) FROM {}", table.quoted())
+}
+
 /// DDL and catalog queries for partition-aware sweeps (identifiers quoted).
 pub mod partitions {
     use crate::config::{Ident, TableName};
@@ -521,11 +526,6 @@ pub mod partitions {
             leaf.quoted(),
             schema.quoted()
         )
-    }
-
-    /// `SELECT count(*) FROM leaf`.
-    pub fn count_all(leaf: &TableName) -> String {
-        format!("SELECT count(*) FROM {}", leaf.quoted())
     }
 
     /// The upper bound of `FOR VALUES FROM (…) TO (…)`, unquoted; `None` for DEFAULT,

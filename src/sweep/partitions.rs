@@ -170,7 +170,7 @@ async fn remove(
     mode: &PartitionMode,
     has_default: bool,
 ) -> Result<u64, sqlx::Error> {
-    let rows: i64 = sqlx::query_scalar(&sql::count_all(leaf))
+    let rows: i64 = sqlx::query_scalar(&crate::store::pg_sql::count_rows(leaf))
         .fetch_one(&pg.pool)
         .await?;
     // CONCURRENTLY keeps the application writing to other partitions; PostgreSQL does

@@ -373,7 +373,7 @@ async fn report_kept_within_floor(
 }
 
 async fn total_rows(pg: &PgStore, table: &TableName) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(&crate::store::pg_sql::partitions::count_all(table))
+    let n: i64 = sqlx::query_scalar(&crate::store::pg_sql::count_rows(table))
         .fetch_one(&pg.pool)
         .await?;
     Ok(n.max(0) as u64)
