@@ -10,16 +10,33 @@ groups = defaultdict(list)
 for r in rows:
     groups[(r["bench"], int(r["rows"]))].append(r)
 
-names = {"P1": "delete half of the table vs bulk DELETE", "P2": "anonymise half vs bulk UPDATE", "P5": "dry-run count vs SELECT count(*)"}
-lines = ["| bench | table rows | records | baseline (median s) | retentiond (median s) | ratio (median) | retentiond rows/s | peak RSS (MiB) | longest batch (ms) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for (bench, n), rs in sorted(groups.items()):
+names = {
+    "P1": "delete half of the table vs bulk DELETE",
+    "P2": "anonymise half vs bulk UPDATE",
+    "P3": "drop 12 expired monthly partitions vs DETACH + DROP by hand",
+    "P4": "objects: retentiond sweep vs s5cmd rm of the due keys",
+    "P4-rclone": "objects: retentiond sweep vs rclone delete --min-age",
+    "P5": "dry-run count vs SELECT count(*)",
+}
+# Targets from issue #6 (and the object-storage issue for P4): a time ratio, retentiond
+# over baseline, except P3's, which is retentiond's own seconds.
+targets = {"P1": ("ratio", 1.25), "P2": ("ratio", 1.5), "P3": ("seconds", 2.0),
+           "P4": ("ratio", 1.0), "P4-rclone": ("ratio", 0.5), "P5": ("ratio", 1.1)}
+lines = ["| bench | table rows / objects | records | baseline (median s) | retentiond (median s) | ratio (median) | target | met | retentiond records/s | peak RSS (MiB) | longest batch (ms) | reps |",
+         "|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|"]
+order = {b: i for i, b in enumerate(names)}
+for (bench, n), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
     b = statistics.median(float(r["baseline_s"]) for r in rs)
     t = statistics.median(float(r["retentiond_s"]) for r in rs)
     ratio = statistics.median(float(r["ratio"]) for r in rs)
     recs = int(rs[0]["records"])
     rss = max(int(r["peak_rss_kib"]) for r in rs) / 1024
     longest = max(int(r["longest_batch_ms"]) for r in rs)
-    lines.append(f"| {bench} ({names.get(bench, bench)}) | {n:,} | {recs:,} | {b:.3f} | {t:.3f} | {ratio:.2f}x | {recs / t:,.0f} | {rss:.1f} | {longest} |")
+    kind, goal = targets.get(bench, ("ratio", float("inf")))
+    value = t if kind == "seconds" else ratio
+    target = f"<= {goal:g} s" if kind == "seconds" else f"<= {goal:g}x"
+    met = "yes" if value <= goal else "no"
+    lines.append(f"| {bench} ({names.get(bench, bench)}) | {n:,} | {recs:,} | {b:.3f} | {t:.3f} | {ratio:.2f}x | {target} | {met} | {recs / t:,.0f} | {rss:.1f} | {longest} | {len(rs)} |")
 open(summary, "w").write("\n".join(lines) + "\n")
 
 # Scaling plot: P1 seconds (median) against due rows, both series, log-log.

@@ -127,6 +127,25 @@ pub struct Statement {
     pub params: Params,
 }
 
+/// Which due records one batch statement takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// At most this many, in whatever order the planner finds them (an index on the age
+    /// column, typically); rows another transaction has locked are skipped.
+    First(i64),
+    /// Every due record in heap pages `from..to`, read in one pass in physical order: the
+    /// shape of a bulk statement, cut into short transactions.
+    Pages {
+        /// First page.
+        from: u64,
+        /// Page after the last.
+        to: u64,
+        /// Skip rows another transaction has locked (at the price of locking each row
+        /// before changing it); otherwise such a row is waited for, up to `lock_timeout`.
+        skip_locked: bool,
+    },
+}
+
 impl Selection<'_> {
     /// `WHERE` conditions of due records, held ones included; fills `params`.
     fn due(&self, params: &mut Params) -> String {
@@ -179,8 +198,10 @@ impl Selection<'_> {
             .unwrap_or_default()
     }
 
-    /// `SELECT due, held, oldest unheld age (timestamptz)`.
-    pub fn count(&self) -> Statement {
+    /// `SELECT due, held, oldest unheld age (timestamptz)`, in one pass over the due rows.
+    /// Without `with_oldest` the third column is NULL: [`Selection::oldest`] finds it
+    /// through an index on the age column far more cheaply than the pass can.
+    pub fn count(&self, with_oldest: bool) -> Statement {
         let mut params = Params::default();
         let due = self.due(&mut params);
         let held_cond = self.held(&mut params);
@@ -188,22 +209,10 @@ impl Selection<'_> {
             .as_ref()
             .map(|h| format!("count(*) FILTER (WHERE {h})"))
             .unwrap_or_else(|| "CAST(0 AS bigint)".into());
-        let age = self.age_column.quoted();
-        let oldest = match self.age_kind {
-            AgeKind::Timestamptz => format!("min({age})"),
-            AgeKind::Timestamp => format!("min({age}) AT TIME ZONE 'UTC'"),
-            AgeKind::Date => format!("CAST(min({age}) AS timestamp) AT TIME ZONE 'UTC'"),
-            AgeKind::EpochSeconds => format!("to_timestamp(min({age}))"),
-            AgeKind::EpochMillis => format!("to_timestamp(min({age}) / 1000.0)"),
-        };
-        let oldest = match &held_cond {
-            // The aggregate FILTER goes inside the conversion: min(...) FILTER (...).
-            Some(h) => oldest.replacen(
-                &format!("min({age})"),
-                &format!("min({age}) FILTER (WHERE NOT {h})"),
-                1,
-            ),
-            None => oldest,
+        let oldest = if with_oldest {
+            self.oldest_expr(held_cond.as_deref())
+        } else {
+            "CAST(NULL AS timestamptz)".into()
         };
         Statement {
             sql: format!(
@@ -211,6 +220,37 @@ impl Selection<'_> {
                 self.table.quoted()
             ),
             params,
+        }
+    }
+
+    /// `SELECT` the oldest age (timestamptz) of the due, unheld records.
+    pub fn oldest(&self) -> Statement {
+        let mut params = Params::default();
+        let due = self.due(&mut params);
+        let not_held = self.not_held(&mut params);
+        Statement {
+            sql: format!(
+                "SELECT {} FROM {} WHERE {due}{not_held}",
+                self.oldest_expr(None),
+                self.table.quoted()
+            ),
+            params,
+        }
+    }
+
+    /// `min(age)` as timestamptz, over the rows where `held` is false when given.
+    fn oldest_expr(&self, held: Option<&str>) -> String {
+        let age = self.age_column.quoted();
+        let min = match held {
+            Some(h) => format!("min({age}) FILTER (WHERE NOT {h})"),
+            None => format!("min({age})"),
+        };
+        match self.age_kind {
+            AgeKind::Timestamptz => min,
+            AgeKind::Timestamp => format!("{min} AT TIME ZONE 'UTC'"),
+            AgeKind::Date => format!("CAST({min} AS timestamp) AT TIME ZONE 'UTC'"),
+            AgeKind::EpochSeconds => format!("to_timestamp({min})"),
+            AgeKind::EpochMillis => format!("to_timestamp({min} / 1000.0)"),
         }
     }
 
@@ -230,27 +270,67 @@ impl Selection<'_> {
         }
     }
 
-    /// Deletes up to `limit` due, unheld records in one statement; rows locked by others
-    /// are skipped, never waited for.
-    pub fn delete_batch(&self, limit: i64) -> Statement {
+    /// The plan PostgreSQL chooses to find every due, unheld record (`EXPLAIN (FORMAT JSON)`).
+    pub fn explain_due(&self) -> Statement {
         let mut params = Params::default();
         let due = self.due(&mut params);
         let not_held = self.not_held(&mut params);
-        let lim = params.push(Param::BigInt(limit));
-        let t = self.table.quoted();
         Statement {
             sql: format!(
-                "WITH batch AS (SELECT ctid FROM {t} WHERE {due}{not_held} LIMIT {lim} FOR UPDATE SKIP LOCKED) \
-                 DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch))"
+                "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {due}{not_held}",
+                self.table.quoted()
             ),
             params,
         }
     }
 
-    /// Anonymises up to `limit` due, unheld, not yet anonymised records.
+    /// The `WHERE` of one batch statement; fills `params`.
+    fn batch_target(&self, batch: Batch, params: &mut Params) -> String {
+        let t = self.table.quoted();
+        match batch {
+            Batch::First(limit) => {
+                let due = self.due(params);
+                let not_held = self.not_held(params);
+                let lim = params.push(Param::BigInt(limit));
+                format!(
+                    "ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {due}{not_held} LIMIT {lim} FOR UPDATE SKIP LOCKED))"
+                )
+            }
+            Batch::Pages {
+                from,
+                to,
+                skip_locked,
+            } => {
+                let a = params.push(Param::Text(format!("({from},0)")));
+                let b = params.push(Param::Text(format!("({to},0)")));
+                let range = format!("ctid >= CAST({a} AS tid) AND ctid < CAST({b} AS tid)");
+                let due = self.due(params);
+                let not_held = self.not_held(params);
+                if skip_locked {
+                    format!(
+                        "ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {range} AND {due}{not_held} FOR UPDATE SKIP LOCKED))"
+                    )
+                } else {
+                    format!("{range} AND {due}{not_held}")
+                }
+            }
+        }
+    }
+
+    /// Deletes the due, unheld records of one batch in one statement.
+    pub fn delete_batch(&self, batch: Batch) -> Statement {
+        let mut params = Params::default();
+        let target = self.batch_target(batch, &mut params);
+        Statement {
+            sql: format!("DELETE FROM {} WHERE {target}", self.table.quoted()),
+            params,
+        }
+    }
+
+    /// Anonymises the due, unheld, not yet anonymised records of one batch.
     pub fn anonymise_batch(
         &self,
-        limit: i64,
+        batch: Batch,
         hmac: Option<(Vec<u8>, Vec<u8>)>,
         hmac_names: &HmacParams,
     ) -> Statement {
@@ -264,10 +344,7 @@ impl Selection<'_> {
                 (hmac_names.ipad.as_str(), hmac_names.opad.as_str())
             );
         }
-        let due = self.due(&mut params);
-        let not_held = self.not_held(&mut params);
-        let lim = params.push(Param::BigInt(limit));
-        let t = self.table.quoted();
+        let target = self.batch_target(batch, &mut params);
         let sets: Vec<String> = self
             .anonymise
             .iter()
@@ -275,8 +352,8 @@ impl Selection<'_> {
             .collect();
         Statement {
             sql: format!(
-                "WITH batch AS (SELECT ctid FROM {t} WHERE {due}{not_held} LIMIT {lim} FOR UPDATE SKIP LOCKED) \
-                 UPDATE {t} SET {} WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch))",
+                "UPDATE {} SET {} WHERE {target}",
+                self.table.quoted(),
                 sets.join(", ")
             ),
             params,
@@ -423,7 +500,7 @@ mod tests {
             only_subject: None,
             anonymise: &[],
         };
-        let st = sel.delete_batch(500);
+        let st = sel.delete_batch(Batch::First(500));
         assert!(st.sql.contains("FROM \"public\".\"ApiLog\""), "{}", st.sql);
         assert!(st.sql.contains("\"CreatedAt\" < $1"));
         assert!(st.sql.contains("(status = 'resolved')"));
@@ -433,6 +510,47 @@ mod tests {
         assert!(st.sql.contains("LIMIT $3 FOR UPDATE SKIP LOCKED"));
         assert_eq!(st.params.0.len(), 3);
         assert_eq!(st.params.0[2], Param::BigInt(500));
+    }
+
+    #[test]
+    fn page_batches_read_one_range_and_bind_it() {
+        let table = TableName::parse("public.logs").unwrap();
+        let age = ident("at");
+        let sel = Selection {
+            table: &table,
+            age_column: &age,
+            age_kind: AgeKind::Timestamptz,
+            cutoff: Some(Utc::now()),
+            not_before: None,
+            filter: None,
+            subject_column: None,
+            held_ids: &[],
+            only_subject: None,
+            anonymise: &[],
+        };
+        let waiting = sel.delete_batch(Batch::Pages {
+            from: 80,
+            to: 160,
+            skip_locked: false,
+        });
+        assert_eq!(
+            waiting.sql,
+            "DELETE FROM \"public\".\"logs\" WHERE ctid >= CAST($1 AS tid) AND ctid < CAST($2 AS tid) AND \"at\" < $3"
+        );
+        assert_eq!(waiting.params.0[0], Param::Text("(80,0)".into()));
+        assert_eq!(waiting.params.0[1], Param::Text("(160,0)".into()));
+        let skipping = sel.delete_batch(Batch::Pages {
+            from: 80,
+            to: 160,
+            skip_locked: true,
+        });
+        assert!(
+            skipping
+                .sql
+                .ends_with("ctid < CAST($2 AS tid) AND \"at\" < $3 FOR UPDATE SKIP LOCKED))"),
+            "{}",
+            skipping.sql
+        );
     }
 
     #[test]
@@ -474,6 +592,13 @@ mod tests {
 pub fn analyze(table: &TableName) -> String {
     format!("ANALYZE {}", table.quoted())
 }
+
+/// `(pages now, reltuples, relpages, server_version_num)` of the table whose quoted name
+/// is bound to `$1`: what choosing a batch walk needs.
+pub const HEAP_SHAPE: &str =
+    "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8, \
+     c.reltuples::float8, c.relpages::int8, current_setting('server_version_num')::int4 \
+     FROM pg_class c WHERE c.oid = CAST($1 AS regclass)";
 
 /// `SELECT count(*) FROM table`: the guard's percentage base, a partition's row count.
 pub fn count_rows(table: &TableName) -> String {

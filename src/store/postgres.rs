@@ -173,6 +173,26 @@ impl PgStore {
             .rows_affected())
     }
 
+    /// Runs a statement in its own transaction, waiting at most `lock_wait` for a lock
+    /// (a row the application holds), and returns the rows it affected.
+    pub async fn execute_waiting(
+        &self,
+        st: &Statement,
+        lock_wait: Duration,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", lock_wait.as_millis().max(1)))
+            .execute(&mut *tx)
+            .await?;
+        let n = bind(sqlx::query(&st.sql), &st.params.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Runs a query and returns its rows.
     pub async fn fetch_all(
         &self,

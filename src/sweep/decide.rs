@@ -59,6 +59,84 @@ impl BatchSizing {
     }
 }
 
+/// How a table's batches find their rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Walk {
+    /// Each batch asks for the next due rows, which the planner finds through an index on
+    /// the age column: cheap when few rows are due.
+    Index,
+    /// Batches walk the heap's pages in order, `pages` of them at the start of the run,
+    /// each page read once: the plan of a bulk `DELETE`, cut into short transactions.
+    Pages {
+        /// Pages the table had when the walk began.
+        pages: u64,
+        /// Estimated rows per page, which turns a batch size in rows into pages.
+        rows_per_page: f64,
+    },
+}
+
+/// The oldest PostgreSQL with TID range scans (`ctid >= a AND ctid < b` reads only those pages).
+pub const TID_RANGE_SCAN_SINCE: i32 = 140_000;
+
+/// Chooses the walk of one table from the plan PostgreSQL picks for "every due row"
+/// (`EXPLAIN (FORMAT JSON)` output): when it would read the whole table anyway, or
+/// expects at least [`PAGE_WALK_SHARE`] of the rows to be due (then nearly every page
+/// holds one, and a bitmap scan reads them all too), the batches read the table once
+/// in physical order; otherwise they follow the index.
+///
+/// `reltuples`/`relpages` are the catalog's estimates (negative or zero when the table
+/// was never analysed); `pages` is the table's current size in pages.
+pub fn choose_walk(
+    plan: &serde_json::Value,
+    server_version: i32,
+    pages: u64,
+    reltuples: f64,
+    relpages: i64,
+) -> Walk {
+    let due_rows = plan
+        .pointer("/0/Plan/Plan Rows")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    let large_share = reltuples > 0.0 && due_rows >= PAGE_WALK_SHARE * reltuples;
+    if server_version < TID_RANGE_SCAN_SINCE || !(reads_whole_table(plan) || large_share) {
+        return Walk::Index;
+    }
+    // Unknown statistics: assume narrow rows, so the first batch is small rather than
+    // large; the adaptive sizing corrects it within a few batches.
+    let rows_per_page = if reltuples > 0.0 && relpages > 0 {
+        (reltuples / relpages as f64).max(1.0)
+    } else {
+        UNKNOWN_ROWS_PER_PAGE
+    };
+    Walk::Pages {
+        pages,
+        rows_per_page,
+    }
+}
+
+const UNKNOWN_ROWS_PER_PAGE: f64 = 100.0;
+
+/// The share of due rows from which the batches walk the pages whatever the plan.
+pub const PAGE_WALK_SHARE: f64 = 0.25;
+
+/// Whether some node of the plan is a sequential scan.
+fn reads_whole_table(plan: &serde_json::Value) -> bool {
+    match plan {
+        serde_json::Value::Array(items) => items.iter().any(reads_whole_table),
+        serde_json::Value::Object(node) => {
+            node.get("Node Type").and_then(|v| v.as_str()) == Some("Seq Scan")
+                || node.get("Plan").is_some_and(reads_whole_table)
+                || node.get("Plans").is_some_and(reads_whole_table)
+        }
+        _ => false,
+    }
+}
+
+/// Pages that hold about `rows` rows (at least one).
+pub fn pages_for(rows: u32, rows_per_page: f64) -> u64 {
+    ((f64::from(rows) / rows_per_page).ceil() as u64).max(1)
+}
+
 /// Which versions of one key are due. `group` holds every listed version and delete
 /// marker of the key, newest first; `versioned` says whether the bucket keeps versions.
 ///
@@ -125,6 +203,78 @@ pub fn excluded(key: &str, exclude: &[String]) -> bool {
 mod tests {
     use super::*;
     use chrono::{TimeDelta, TimeZone};
+
+    fn plan(node: &str) -> serde_json::Value {
+        plan_rows(node, 100.0)
+    }
+
+    fn plan_rows(node: &str, rows: f64) -> serde_json::Value {
+        serde_json::json!([{ "Plan": { "Node Type": "Gather", "Plan Rows": rows, "Plans": [{ "Node Type": node }] } }])
+    }
+
+    #[test]
+    fn walk_follows_the_planner() {
+        assert_eq!(
+            choose_walk(&plan("Seq Scan"), 150_000, 320, 20_000.0, 320),
+            Walk::Pages {
+                pages: 320,
+                rows_per_page: 62.5
+            }
+        );
+        assert_eq!(
+            choose_walk(&plan("Index Scan"), 150_000, 320, 20_000.0, 320),
+            Walk::Index
+        );
+        assert_eq!(
+            choose_walk(&plan("Bitmap Heap Scan"), 150_000, 320, 20_000.0, 320),
+            Walk::Index
+        );
+        // A quarter of the rows due: nearly every page holds one, whatever the plan.
+        assert_eq!(
+            choose_walk(
+                &plan_rows("Bitmap Heap Scan", 5_000.0),
+                150_000,
+                320,
+                20_000.0,
+                320
+            ),
+            Walk::Pages {
+                pages: 320,
+                rows_per_page: 62.5
+            }
+        );
+        assert_eq!(
+            choose_walk(
+                &plan_rows("Bitmap Heap Scan", 4_999.0),
+                150_000,
+                320,
+                20_000.0,
+                320
+            ),
+            Walk::Index
+        );
+        // Before PostgreSQL 14 a ctid range is a filter, not a scan: every batch would
+        // read the whole table.
+        assert_eq!(
+            choose_walk(&plan("Seq Scan"), 130_011, 320, 20_000.0, 320),
+            Walk::Index
+        );
+        // Never analysed: a small first batch.
+        assert_eq!(
+            choose_walk(&plan("Seq Scan"), 150_000, 7, -1.0, 0),
+            Walk::Pages {
+                pages: 7,
+                rows_per_page: UNKNOWN_ROWS_PER_PAGE
+            }
+        );
+    }
+
+    #[test]
+    fn pages_cover_the_batch_size() {
+        assert_eq!(pages_for(5000, 62.5), 80);
+        assert_eq!(pages_for(5001, 62.5), 81);
+        assert_eq!(pages_for(1, 300.0), 1);
+    }
 
     fn t(h: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + TimeDelta::hours(h)

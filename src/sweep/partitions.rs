@@ -113,7 +113,11 @@ pub(crate) async fn remove_expired(
                 only_subject: None,
                 anonymise: &[],
             };
-            let held: i64 = match pg.fetch_one(&sel.count()).await.and_then(|r| r.try_get(1)) {
+            let held: i64 = match pg
+                .fetch_one(&sel.count(false))
+                .await
+                .and_then(|r| r.try_get(1))
+            {
                 Ok(h) => h,
                 Err(e) => {
                     rr.error(format!("cannot check holds in {leaf}: {}", db_message(&e)));

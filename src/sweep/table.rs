@@ -8,12 +8,12 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tracing::{debug, warn};
 
-use super::decide::{self, BatchSizing};
+use super::decide::{self, BatchSizing, Walk};
 use super::{Mode, RuleRun, SAMPLE_SIZE};
 use crate::anonymise::hmac_pads;
 use crate::config::{Action, TableName, TableTarget};
 use crate::preflight::{db_message, PreparedTable};
-use crate::store::pg_sql::{hmac_names, Selection, Statement};
+use crate::store::pg_sql::{hmac_names, Batch, Selection, Statement, HEAP_SHAPE};
 use crate::store::PgStore;
 
 /// Attempts per batch before the rule gives up (connection loss, lock timeout).
@@ -78,8 +78,22 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     let needs_count = rr.mode == Mode::DryRun || category_hold.is_some() || guarded;
     if needs_count {
         let (mut due, mut held, mut oldest) = (0u64, 0u64, None);
+        // With an index on the age column the oldest due record is one index probe away;
+        // without one it costs nothing extra to find it during the count's pass.
+        let indexed = p.info.has_index_on(t.age_column.as_str());
         for table in &tables {
-            match with_retry(|| count(&pg, selection!(table).count())).await {
+            let counted = with_retry(|| async {
+                let (d, h, mut o) = count(&pg, selection!(table).count(!indexed)).await?;
+                if indexed && d > h {
+                    o = pg
+                        .fetch_one(&selection!(table).oldest())
+                        .await?
+                        .try_get(0)?;
+                }
+                Ok((d, h, o))
+            })
+            .await;
+            match counted {
                 Ok((d, h, o)) => {
                     due += d;
                     held += h;
@@ -185,20 +199,60 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             }
             continue;
         }
+        let selection = selection!(table);
+        let mut walk = choose_walk(&pg, &selection).await;
+        let walk_name = match walk {
+            Walk::Index => "index",
+            Walk::Pages { pages, .. } => {
+                debug!(table = %table, pages, "batches walk the table's pages in order");
+                "pages"
+            }
+        };
+        rr.report
+            .details
+            .insert("batch_walk".into(), walk_name.into());
+        // A row the application updates during the walk may move to a page past the
+        // end the walk started with: the walk goes once more over the pages added since.
+        let mut second_lap = false;
+        let action = rr.rule.action;
+        let statement = |batch: Batch| match action {
+            Action::Delete => selection.delete_batch(batch),
+            Action::Anonymise => selection.anonymise_batch(batch, hmac.clone(), &hmac_names()),
+        };
+        let mut next_page = 0u64;
         loop {
             if rr.cancelled() {
                 rr.report.status = "interrupted".into();
                 break;
             }
-            let limit = i64::from(size);
-            let st = match rr.rule.action {
-                Action::Delete => selection!(table).delete_batch(limit),
-                Action::Anonymise => {
-                    selection!(table).anonymise_batch(limit, hmac.clone(), &hmac_names())
+            let batch = match walk {
+                Walk::Index => Batch::First(i64::from(size)),
+                Walk::Pages {
+                    pages,
+                    rows_per_page,
+                } => {
+                    if next_page >= pages && !second_lap {
+                        second_lap = true;
+                        if let Ok((now_pages, ..)) = heap_shape(&pg, table).await {
+                            walk = Walk::Pages {
+                                pages: now_pages,
+                                rows_per_page,
+                            };
+                            continue;
+                        }
+                    }
+                    if next_page >= pages {
+                        break;
+                    }
+                    Batch::Pages {
+                        from: next_page,
+                        to: (next_page + decide::pages_for(size, rows_per_page)).min(pages),
+                        skip_locked: false,
+                    }
                 }
             };
             let started = Instant::now();
-            let n = match with_retry(|| pg.execute(&st)).await {
+            let n = match with_retry(|| run_batch(&pg, batch, &statement, sizing.target)).await {
                 Ok(n) => n,
                 Err(e) => {
                     rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
@@ -221,8 +275,10 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             debug!(table = %table, rows = n, batch_size = size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
             crate::metrics::record_batch(&rr.rule.name, rr.rule.action.as_str(), n);
             size = sizing.next(size, elapsed);
-            if n < limit as u64 {
-                break;
+            match batch {
+                Batch::First(limit) if n < limit as u64 => break,
+                Batch::First(_) => {}
+                Batch::Pages { to, .. } => next_page = to,
             }
         }
         if rr.report.status != "succeeded" {
@@ -246,7 +302,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     if !needs_count && recount {
         let (mut due, mut held) = (0u64, 0u64);
         for table in &tables {
-            if let Ok((d, h, _)) = count(&pg, selection!(table).count()).await {
+            if let Ok((d, h, _)) = count(&pg, selection!(table).count(false)).await {
                 due += d;
                 held += h;
             }
@@ -269,6 +325,72 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             rr.report.details.insert("analyzed".into(), true.into());
         }
     }
+}
+
+/// How the batches on `table` find their rows (see [`decide::choose_walk`]). Any catalog
+/// or planner error falls back to the index walk, which is always correct.
+async fn choose_walk(pg: &PgStore, selection: &Selection<'_>) -> Walk {
+    let shape = heap_shape(pg, selection.table).await;
+    let plan = pg
+        .fetch_one(&selection.explain_due())
+        .await
+        .and_then(|row| row.try_get::<serde_json::Value, _>(0));
+    match (shape, plan) {
+        (Ok((pages, reltuples, relpages, version)), Ok(plan)) => {
+            decide::choose_walk(&plan, version, pages, reltuples, relpages)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            debug!(error = %db_message(&e), "cannot read the table's shape or plan: batches follow the index");
+            Walk::Index
+        }
+    }
+}
+
+/// `(pages now, reltuples, relpages, server_version_num)` of `table`.
+async fn heap_shape(pg: &PgStore, table: &TableName) -> Result<(u64, f64, i64, i32), sqlx::Error> {
+    let row = sqlx::query(HEAP_SHAPE)
+        .bind(table.quoted())
+        .fetch_one(&pg.pool)
+        .await?;
+    Ok((
+        row.try_get::<i64, _>(0)?.max(0) as u64,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+    ))
+}
+
+/// Runs one batch. A page batch first runs as one plain statement, the cheapest form,
+/// waiting at most `lock_wait` for a row the application has locked; if it has to wait
+/// longer, the same pages are done again skipping locked rows, so the sweep never holds
+/// up the application for more than that.
+async fn run_batch(
+    pg: &PgStore,
+    batch: Batch,
+    statement: &impl Fn(Batch) -> Statement,
+    lock_wait: Duration,
+) -> Result<u64, sqlx::Error> {
+    match batch {
+        Batch::First(_) => pg.execute(&statement(batch)).await,
+        Batch::Pages { from, to, .. } => {
+            match pg.execute_waiting(&statement(batch), lock_wait).await {
+                Err(e) if lock_not_available(&e) => {
+                    debug!(from, to, "rows in these pages are locked: skipping them");
+                    pg.execute(&statement(Batch::Pages {
+                        from,
+                        to,
+                        skip_locked: true,
+                    }))
+                    .await
+                }
+                r => r,
+            }
+        }
+    }
+}
+
+fn lock_not_available(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
 fn make_selection<'a>(
@@ -346,7 +468,7 @@ async fn report_kept_within_floor(
     for table in p.info.work_tables(&t.table) {
         let mut inside = make_selection(&table, t, p, None, held_ids, only_subject);
         inside.not_before = Some(floor_cutoff);
-        if let Ok((n, _, oldest)) = count(pg, inside.count()).await {
+        if let Ok((n, _, oldest)) = count(pg, inside.count(true)).await {
             kept += n;
             first = min_opt(first, oldest);
         }

@@ -198,8 +198,9 @@ async fn keyless_composite_key_and_mixed_case_tables() {
         0
     );
     assert_eq!(env.scalar("SELECT count(*) FROM composite").await, 29);
-    // Batches were small (batch_size 3 growing to at most 50), so batching was exercised.
-    assert!(rule(&r, "mixed")["details"]["batches"].as_u64().unwrap() > 1);
+    // One page: PostgreSQL reads it whole, so the batch walks its pages (multi-batch
+    // walks of both kinds are in `page_walk_removes_exactly_what_is_due_…`).
+    assert_eq!(rule(&r, "mixed")["details"]["batch_walk"], "pages");
 }
 
 #[tokio::test]
@@ -626,4 +627,162 @@ async fn concurrent_writer_is_never_blocked_longer_than_a_batch() {
             .await as u64,
         1000 + ops
     );
+}
+
+/// The page walk (the plan of a bulk DELETE, cut into batches) must keep every promise
+/// the index walk keeps: young rows, NULL ages, held subjects and rows outside the filter
+/// stay, whatever page they share with due rows.
+#[tokio::test]
+async fn page_walk_removes_exactly_what_is_due_and_the_index_walk_takes_few_rows() {
+    let env = TestEnv::new("pagewalk").await;
+    // Due and young rows alternate, so every page holds both; account 8 is held; rows of
+    // kind 'keep' are outside the filter.
+    env.sql(
+        "CREATE TABLE wide (id bigint PRIMARY KEY, account_id bigint, kind text, at timestamptz, payload text);
+         CREATE INDEX ON wide (at);
+         INSERT INTO wide SELECT g, g % 50, CASE WHEN g % 10 = 4 THEN 'keep' ELSE 'log' END,
+                CASE WHEN g % 2 = 0 THEN now() - interval '40 days' - g * interval '1 second'
+                     WHEN g % 97 = 0 THEN NULL
+                     ELSE now() - interval '29 days' END,
+                repeat('p', 100)
+           FROM generate_series(1, 20000) g;
+         CREATE TABLE narrow (id bigint PRIMARY KEY, at timestamptz NOT NULL);
+         CREATE INDEX ON narrow (at);
+         INSERT INTO narrow SELECT g, CASE WHEN g % 100 = 0 THEN now() - interval '40 days' ELSE now() END
+           FROM generate_series(1, 100000) g;
+         ANALYZE wide; ANALYZE narrow;",
+    )
+    .await;
+    let due_unheld = "SELECT count(*) FROM wide WHERE at < now() - interval '30 days' AND kind <> 'keep' AND account_id <> 8";
+    let expected = env.scalar(due_unheld).await;
+    let kept_young = env
+        .scalar("SELECT count(*) FROM wide WHERE at >= now() - interval '30 days' OR at IS NULL")
+        .await;
+    let held = env
+        .scalar("SELECT count(*) FROM wide WHERE account_id = 8 AND at < now() - interval '30 days' AND kind <> 'keep'")
+        .await;
+    assert!(expected > 5000 && kept_young > 5000 && held > 0);
+    let cfg = env.config_named(
+        "retention.toml",
+        &(env.header().replace(
+            "batch_size = 3\nmin_batch_size = 1\nmax_batch_size = 50",
+            "batch_size = 500\nmin_batch_size = 100\nmax_batch_size = 2000",
+        ) + &format!(
+            "{LOGS}{}{}",
+            delete_rule(
+                "wide",
+                "wide",
+                "at",
+                "filter = \"kind <> 'keep'\"\nsubject = { kind = \"account\", column = \"account_id\" }"
+            ),
+            delete_rule("narrow", "narrow", "at", "")
+        )),
+    );
+    env.run(
+        &cfg,
+        &[
+            "hold",
+            "add",
+            "--subject",
+            "account:8",
+            "--reason",
+            "audit",
+            "--actor",
+            "dpo",
+        ],
+    )
+    .expect_code(0);
+    let out = env.run(&cfg, &["sweep", "--format", "json"]);
+    out.expect_code(0);
+    let j = out.json();
+    let wide = rule(&j, "wide");
+    assert_eq!(wide["details"]["batch_walk"], "pages", "{wide}");
+    assert!(
+        wide["details"]["batches"].as_u64().unwrap() > 1,
+        "the walk was cut into batches: {wide}"
+    );
+    assert_eq!(n(&j, "wide", "deleted"), expected as u64);
+    assert_eq!(
+        env.scalar(due_unheld).await,
+        0,
+        "every due, unheld row went"
+    );
+    assert_eq!(
+        env.scalar(
+            "SELECT count(*) FROM wide WHERE at >= now() - interval '30 days' OR at IS NULL"
+        )
+        .await,
+        kept_young,
+        "young rows and NULL ages stay"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM wide WHERE account_id = 8 AND at < now() - interval '30 days' AND kind <> 'keep'")
+            .await,
+        held,
+        "held rows stay"
+    );
+    assert!(
+        env.scalar(
+            "SELECT count(*) FROM wide WHERE kind = 'keep' AND at < now() - interval '30 days'"
+        )
+        .await
+            > 0,
+        "rows outside the filter stay"
+    );
+    let narrow = rule(&j, "narrow");
+    assert_eq!(narrow["details"]["batch_walk"], "index", "{narrow}");
+    assert!(
+        narrow["details"]["batches"].as_u64().unwrap() > 1,
+        "{narrow}"
+    );
+    assert_eq!(n(&j, "narrow", "deleted"), 1000);
+    assert_eq!(env.scalar("SELECT count(*) FROM narrow").await, 99_000);
+}
+
+/// A page batch meets a due row the application keeps locked: it waits no longer than
+/// `max_batch_duration`, then does the same pages again skipping that row. The rule
+/// succeeds, the locked row stays, and the next run removes it once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_walk_skips_a_row_the_application_has_locked() {
+    let env = TestEnv::new("pagelock").await;
+    env.sql(
+        "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO events SELECT g, CASE WHEN g % 2 = 0 THEN now() - interval '40 days' ELSE now() END
+           FROM generate_series(1, 4000) g;
+         ANALYZE events;",
+    )
+    .await;
+    let cfg = env.config_named(
+        "retention.toml",
+        &(env.header().replace(
+            "batch_size = 3\nmin_batch_size = 1\nmax_batch_size = 50",
+            "batch_size = 500\nmax_batch_duration = \"100ms\"",
+        ) + &format!("{LOGS}{}", delete_rule("events", "events", "at", ""))),
+    );
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM events WHERE id = 1000 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (cfg2, envv) = (cfg.clone(), env.env.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        crate::common::run_bin(&cfg2, &["sweep", "--format", "json"], &envv)
+    })
+    .await
+    .unwrap();
+    out.expect_code(0);
+    let j = out.json();
+    assert_eq!(rule(&j, "events")["status"], "succeeded");
+    assert_eq!(rule(&j, "events")["details"]["batch_walk"], "pages");
+    assert_eq!(n(&j, "events", "deleted"), 1999);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM events WHERE id = 1000")
+            .await,
+        1
+    );
+    holder.commit().await.unwrap();
+    let again = env.run(&cfg, &["sweep", "--format", "json"]);
+    again.expect_code(0);
+    assert_eq!(n(&again.json(), "events", "deleted"), 1);
+    assert_eq!(env.scalar("SELECT count(*) FROM events").await, 2000);
 }
