@@ -65,8 +65,9 @@ pub(crate) async fn prepare(
     let config = load_config(config_path)?;
     let selected = select(&config, rules, categories)?;
     let names: Vec<String> = selected.iter().map(|r| r.name.clone()).collect();
-    let audit = connect_audit(&config).await?;
-    let stores = connect_stores(&config, &selected).await?;
+    // Both connect at once: a short sweep is mostly start-up.
+    let (audit, stores) = tokio::join!(connect_audit(&config), connect_stores(&config, &selected));
+    let (audit, stores) = (audit?, stores?);
     let pf = preflight::check(&config, &stores, &selected).await;
     print_findings(&pf);
     if !pf.ok() {
