@@ -173,24 +173,41 @@ impl PgStore {
             .rows_affected())
     }
 
-    /// Runs a statement in its own transaction, waiting at most `lock_wait` for a lock
-    /// (a row the application holds), and returns the rows it affected.
-    pub async fn execute_waiting(
+    /// Runs one batch statement in its own transaction, waiting at most `lock_wait` for
+    /// a lock (a row the application holds), and returns the rows it affected.
+    ///
+    /// The commit does not wait for its WAL to reach disk (`synchronous_commit = off`):
+    /// a batch never stalls on the flush of its own WAL. Call [`PgStore::flush_wal`]
+    /// before recording what the batches did, so a crash cannot undo a recorded change.
+    pub async fn execute_batch(
         &self,
         st: &Statement,
         lock_wait: Duration,
     ) -> Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(format!("{}ms", lock_wait.as_millis().max(1)))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('lock_timeout', $1, true), set_config('synchronous_commit', 'off', true)",
+        )
+        .bind(format!("{}ms", lock_wait.as_millis().max(1)))
+        .execute(&mut *tx)
+        .await?;
         let n = bind(sqlx::query(&st.sql), &st.params.0)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Makes every transaction committed so far durable: a transaction with an id,
+    /// committed synchronously, flushes the WAL up to its commit record, and the WAL of
+    /// every earlier commit lies before it.
+    pub async fn flush_wal(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     /// Runs a query and returns its rows.

@@ -67,6 +67,7 @@ pub(crate) async fn remove_expired(
         .await
         .unwrap_or(true);
     let (mut gone, mut blocked, mut due_names) = (Vec::new(), Vec::new(), Vec::new());
+    let mut eligible = Vec::new();
     for row in leaves {
         let leaf = TableName {
             schema: Ident::from_catalog(row.get::<String, _>(0)),
@@ -130,20 +131,39 @@ pub(crate) async fn remove_expired(
             }
         }
         due_names.push(leaf.to_string());
-        if rr.mode == Mode::DryRun || rr.cancelled() {
+        if rr.mode == Mode::DryRun {
             continue;
         }
-        match remove(pg, &t.table, &leaf, mode, has_default).await {
-            Ok(rows) => {
-                rr.report.deleted += rows;
-                crate::metrics::record_batch(&rr.rule.name, "delete", rows);
-                gone.push(leaf);
-            }
-            Err(e) => rr.error(format!(
-                "cannot remove partition {leaf}: {}",
-                db_message(&e)
-            )),
+        eligible.push(leaf);
+    }
+    // Each leaf is detached, then counted (no row can arrive once it is detached), then
+    // dropped, kept or archived. Counting the next leaf overlaps removing the previous one.
+    let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<i64, sqlx::Error>>)> = None;
+    for leaf in eligible {
+        if rr.cancelled() {
+            break;
         }
+        if let Err(e) = sqlx::raw_sql(&sql::detach(&t.table, &leaf, !has_default))
+            .execute(&pg.pool)
+            .await
+        {
+            rr.error(format!(
+                "cannot detach partition {leaf}: {}",
+                db_message(&e)
+            ));
+            continue;
+        }
+        let counting = {
+            let pool = pg.pool.clone();
+            let count = crate::store::pg_sql::count_rows(&leaf);
+            tokio::spawn(async move { sqlx::query_scalar(&count).fetch_one(&pool).await })
+        };
+        if let Some((prev, counted)) = pending.replace((leaf, counting)) {
+            finish(rr, pg, prev, counted, mode, &mut gone).await;
+        }
+    }
+    if let Some((prev, counted)) = pending.take() {
+        finish(rr, pg, prev, counted, mode, &mut gone).await;
     }
     let key = match mode {
         PartitionMode::Drop => "partitions_dropped",
@@ -166,34 +186,52 @@ pub(crate) async fn remove_expired(
     gone
 }
 
-/// Detaches `leaf` and drops, keeps or archives it; returns its row count.
-async fn remove(
+/// Records the detached `leaf`'s row count, then drops, keeps or archives it. Without a
+/// count it stays detached: dropping it would leave the trail without its row count.
+async fn finish(
+    rr: &mut RuleRun<'_>,
     pg: &PgStore,
-    parent: &TableName,
-    leaf: &TableName,
+    leaf: TableName,
+    counted: tokio::task::JoinHandle<Result<i64, sqlx::Error>>,
     mode: &PartitionMode,
-    has_default: bool,
-) -> Result<u64, sqlx::Error> {
-    let rows: i64 = sqlx::query_scalar(&crate::store::pg_sql::count_rows(leaf))
-        .fetch_one(&pg.pool)
-        .await?;
-    // CONCURRENTLY keeps the application writing to other partitions; PostgreSQL does
-    // not allow it while a DEFAULT partition exists.
-    sqlx::raw_sql(&sql::detach(parent, leaf, !has_default))
-        .execute(&pg.pool)
-        .await?;
-    match mode {
-        PartitionMode::Drop => {
-            sqlx::raw_sql(&sql::drop(leaf)).execute(&pg.pool).await?;
+    gone: &mut Vec<TableName>,
+) {
+    let rows = match counted.await {
+        Ok(Ok(n)) => n.max(0) as u64,
+        Ok(Err(e)) => {
+            rr.error(format!(
+                "cannot count detached partition {leaf}; it stays detached: {}",
+                db_message(&e)
+            ));
+            return;
         }
-        PartitionMode::Detach => {}
+        Err(e) => {
+            rr.error(format!(
+                "cannot count detached partition {leaf}; it stays detached: {e}"
+            ));
+            return;
+        }
+    };
+    let done = match mode {
+        PartitionMode::Drop => sqlx::raw_sql(&sql::drop(&leaf)).execute(&pg.pool).await,
+        PartitionMode::Detach => Ok(Default::default()),
         PartitionMode::Archive(schema) => {
-            sqlx::raw_sql(&sql::archive(leaf, schema))
+            sqlx::raw_sql(&sql::archive(&leaf, schema))
                 .execute(&pg.pool)
-                .await?;
+                .await
         }
+    };
+    match done {
+        Ok(_) => {
+            rr.report.deleted += rows;
+            crate::metrics::record_batch(&rr.rule.name, "delete", rows);
+            gone.push(leaf);
+        }
+        Err(e) => rr.error(format!(
+            "partition {leaf} was detached but not removed: {}",
+            db_message(&e)
+        )),
     }
-    Ok(rows.max(0) as u64)
 }
 
 fn note(rr: &mut RuleRun<'_>, text: &str) {

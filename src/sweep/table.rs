@@ -180,6 +180,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     };
     let mut size = daemon.batch_size;
     let mut batches = 0u64;
+    let mut paged = false;
     let mut longest = Duration::ZERO;
     for table in &tables {
         if let Some(o) = &t.objects {
@@ -268,6 +269,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             let elapsed = started.elapsed();
             longest = longest.max(elapsed);
             batches += 1;
+            paged |= matches!(batch, Batch::Pages { .. });
             match rr.rule.action {
                 Action::Delete => rr.report.deleted += n,
                 Action::Anonymise => rr.report.anonymised += n,
@@ -283,6 +285,17 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         }
         if rr.report.status != "succeeded" {
             break;
+        }
+    }
+    // Page batches commit without waiting for their WAL; make them durable before the
+    // audit trail records them.
+    if paged {
+        if let Err(e) = with_retry(|| pg.flush_wal()).await {
+            rr.report.status = "partial".into();
+            rr.error(format!(
+                "cannot confirm the batches reached disk: {}",
+                db_message(&e)
+            ));
         }
     }
     rr.report.details.insert("batches".into(), batches.into());
@@ -373,7 +386,7 @@ async fn run_batch(
     match batch {
         Batch::First(_) => pg.execute(&statement(batch)).await,
         Batch::Pages { from, to, .. } => {
-            match pg.execute_waiting(&statement(batch), lock_wait).await {
+            match pg.execute_batch(&statement(batch), lock_wait).await {
                 Err(e) if lock_not_available(&e) => {
                     debug!(from, to, "rows in these pages are locked: skipping them");
                     pg.execute(&statement(Batch::Pages {
