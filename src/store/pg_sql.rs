@@ -225,13 +225,20 @@ impl Selection<'_> {
 
     /// `SELECT` the oldest age (timestamptz) of the due, unheld records.
     pub fn oldest(&self) -> Statement {
+        self.select_due(&format!("SELECT {}", self.oldest_expr(None)), None)
+    }
+
+    /// `{head} FROM table WHERE <due> AND NOT <held>`, then `LIMIT limit` when given.
+    fn select_due(&self, head: &str, limit: Option<i64>) -> Statement {
         let mut params = Params::default();
         let due = self.due(&mut params);
         let not_held = self.not_held(&mut params);
+        let limit = limit
+            .map(|n| format!(" LIMIT {}", params.push(Param::BigInt(n))))
+            .unwrap_or_default();
         Statement {
             sql: format!(
-                "SELECT {} FROM {} WHERE {due}{not_held}",
-                self.oldest_expr(None),
+                "{head} FROM {} WHERE {due}{not_held}{limit}",
                 self.table.quoted()
             ),
             params,
@@ -256,32 +263,12 @@ impl Selection<'_> {
 
     /// Up to `limit` sample keys (primary key values, or ctids) of records that would go.
     pub fn sample(&self, key_columns: &[Ident], limit: i64) -> Statement {
-        let mut params = Params::default();
-        let due = self.due(&mut params);
-        let not_held = self.not_held(&mut params);
-        let key = key_expr(key_columns);
-        let lim = params.push(Param::BigInt(limit));
-        Statement {
-            sql: format!(
-                "SELECT {key} FROM {} WHERE {due}{not_held} LIMIT {lim}",
-                self.table.quoted()
-            ),
-            params,
-        }
+        self.select_due(&format!("SELECT {}", key_expr(key_columns)), Some(limit))
     }
 
     /// The plan PostgreSQL chooses to find every due, unheld record (`EXPLAIN (FORMAT JSON)`).
     pub fn explain_due(&self) -> Statement {
-        let mut params = Params::default();
-        let due = self.due(&mut params);
-        let not_held = self.not_held(&mut params);
-        Statement {
-            sql: format!(
-                "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {due}{not_held}",
-                self.table.quoted()
-            ),
-            params,
-        }
+        self.select_due("EXPLAIN (FORMAT JSON) SELECT 1", None)
     }
 
     /// The `WHERE` of one batch statement; fills `params`.
