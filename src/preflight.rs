@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::anonymise::ColumnSql;
-use crate::config::{Config, Ident, PartitionMode, Rule, Target};
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, Ident, PartitionMode, Rule, TableName, Target};
 use crate::store::pg_sql::{self, AgeKind};
 use crate::store::postgres::TableInfo;
 use crate::store::s3::BucketInfo;
@@ -179,8 +181,41 @@ async fn check_rule(
             .ok_or_else(|| format!("column {}.{} does not exist", t.table, c))
     };
     let age = column(&t.age_column)?;
-    let age_kind = AgeKind::resolve(&age.type_name, t.age_format)
+    let age_kind = AgeKind::resolve(&age.type_name, t.age_format, t.age_timezone)
         .map_err(|m| format!("{}: {m}", t.age_column))?;
+    match (age_kind, t.age_timezone) {
+        (AgeKind::Timestamp(_) | AgeKind::Date(_), None) => warnings.push(Finding {
+            transient: false,
+            rule: rule.name.clone(),
+            message: format!(
+                "age column {} is {}, which holds no time zone: its values are read as UTC. If they are local time, set age_timezone = \"<IANA zone>\" (e.g. \"Europe/Amsterdam\"); set age_timezone = \"UTC\" to confirm UTC",
+                t.age_column, age.type_name
+            ),
+        }),
+        (AgeKind::Timestamptz, Some(tz)) => warnings.push(Finding {
+            transient: false,
+            rule: rule.name.clone(),
+            message: format!(
+                "age_timezone = \"{tz}\" is ignored: age column {} is timestamp with time zone, whose values are instants already",
+                t.age_column
+            ),
+        }),
+        _ => {}
+    }
+    if matches!(age_kind, AgeKind::EpochSeconds | AgeKind::EpochMillis) {
+        let (min, max, now): (Option<f64>, Option<f64>, DateTime<Utc>) =
+            sqlx::query_as(&epoch_range_sql(&t.table, &t.age_column))
+                .fetch_one(&pg.pool)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot read the range of age column {}: {}",
+                        t.age_column,
+                        db_message(&e)
+                    )
+                })?;
+        check_epoch_range(&t.age_column, age_kind, min, max, now)?;
+    }
     if let Some(s) = &t.subject {
         column(&s.column)?;
     }
@@ -279,10 +314,228 @@ async fn check_rule(
     })))
 }
 
+/// The smallest and largest value of an epoch age column, and the database clock, in one
+/// statement (identifiers quoted; the only SQL here besides the filter's `EXPLAIN`).
+fn epoch_range_sql(table: &TableName, column: &Ident) -> String {
+    let c = column.quoted();
+    format!(
+        "SELECT min({c})::float8, max({c})::float8, now() FROM {}",
+        table.quoted()
+    )
+}
+
+/// The earliest plausible age: values before it almost surely have the wrong unit.
+fn earliest_plausible() -> DateTime<Utc> {
+    DateTime::from_timestamp(631_152_000, 0).expect("1990-01-01 is in range")
+}
+
+/// Refuses an epoch age column whose values decode, in the declared unit, to before
+/// 1990-01-01 or to after `now` + 1 day: a unit mix-up would make every row due at once
+/// (milliseconds read as seconds land far in the future, seconds read as milliseconds in
+/// January 1970). Empty tables and all-NULL columns (`None`) pass.
+fn check_epoch_range(
+    column: &Ident,
+    kind: AgeKind,
+    min: Option<f64>,
+    max: Option<f64>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let (Some(min), Some(max)) = (min, max) else {
+        return Ok(());
+    };
+    let latest = now + chrono::TimeDelta::days(1);
+    let plausible = |secs: f64| {
+        secs.is_finite()
+            && secs >= earliest_plausible().timestamp() as f64
+            && secs <= latest.timestamp() as f64
+    };
+    let (declared, per_second) = match kind {
+        AgeKind::EpochMillis => ("epoch_millis", 1_000.0),
+        _ => ("epoch_seconds", 1.0),
+    };
+    let value = if !plausible(min / per_second) {
+        min
+    } else if !plausible(max / per_second) {
+        max
+    } else {
+        return Ok(());
+    };
+    let which = if value / per_second < earliest_plausible().timestamp() as f64 {
+        "before 1990"
+    } else {
+        "in the future"
+    };
+    let hint = if kind == AgeKind::EpochMillis && plausible(value) {
+        "they look like epoch seconds: set age_format = \"epoch_seconds\"".to_owned()
+    } else if kind == AgeKind::EpochSeconds && plausible(value / 1_000.0) {
+        "they look like epoch milliseconds: set age_format = \"epoch_millis\"".to_owned()
+    } else if plausible(value / 1_000_000.0) || plausible(value / 1_000_000_000.0) {
+        "they look like epoch microseconds or nanoseconds, which retentiond does not read: store seconds or milliseconds".to_owned()
+    } else {
+        "they do not look like epoch seconds or milliseconds either: check the column and age_format".to_owned()
+    };
+    Err(format!(
+        "age column {column} holds values that decode to {} as {declared} ({which}); {hint}. Nothing was changed",
+        describe_secs(value / per_second)
+    ))
+}
+
+/// `secs` since the epoch as a date, for messages.
+fn describe_secs(secs: f64) -> String {
+    if !secs.is_finite() || secs.abs() > 1e15 {
+        return "a time outside the calendar".into();
+    }
+    match DateTime::from_timestamp(secs.floor() as i64, 0) {
+        Some(t) => t.format("%Y-%m-%d").to_string(),
+        None => "a time outside the calendar".into(),
+    }
+}
+
 /// A database error's message (no connection details).
 pub fn db_message(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(d) => d.message().to_owned(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col() -> Ident {
+        Ident::parse("started_ms").unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn epoch_ranges_that_fit_pass() {
+        let s = 1_717_000_000.0; // 2024-05-29
+        assert_eq!(
+            check_epoch_range(&col(), AgeKind::EpochSeconds, Some(s), Some(s + 1e6), now()),
+            Ok(())
+        );
+        assert_eq!(
+            check_epoch_range(
+                &col(),
+                AgeKind::EpochMillis,
+                Some(s * 1e3),
+                Some(s * 1e3),
+                now()
+            ),
+            Ok(())
+        );
+        // Empty tables and all-NULL columns.
+        assert_eq!(
+            check_epoch_range(&col(), AgeKind::EpochMillis, None, None, now()),
+            Ok(())
+        );
+        // Up to a day ahead is clock skew, not a unit mix-up.
+        let ahead = (now().timestamp() + 3_600) as f64;
+        assert_eq!(
+            check_epoch_range(
+                &col(),
+                AgeKind::EpochSeconds,
+                Some(ahead),
+                Some(ahead),
+                now()
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn seconds_declared_as_millis_are_refused() {
+        let e = check_epoch_range(
+            &col(),
+            AgeKind::EpochMillis,
+            Some(1_717_000_000.0),
+            Some(1_717_100_000.0),
+            now(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "age column started_ms holds values that decode to 1970-01-20 as epoch_millis"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("they look like epoch seconds: set age_format = \"epoch_seconds\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn millis_declared_as_seconds_are_refused() {
+        let e = check_epoch_range(
+            &col(),
+            AgeKind::EpochSeconds,
+            Some(1_717_000_000_000.0),
+            Some(1_717_000_000_000.0),
+            now(),
+        )
+        .unwrap_err();
+        assert!(e.contains("as epoch_seconds (in the future)"), "{e}");
+        assert!(e.contains("set age_format = \"epoch_millis\""), "{e}");
+    }
+
+    #[test]
+    fn other_implausible_values_are_refused() {
+        let micros = 1_717_000_000_000_000.0;
+        let e = check_epoch_range(
+            &col(),
+            AgeKind::EpochMillis,
+            Some(micros),
+            Some(micros),
+            now(),
+        )
+        .unwrap_err();
+        assert!(e.contains("microseconds"), "{e}");
+        // A sentinel 0 among good values.
+        let e = check_epoch_range(
+            &col(),
+            AgeKind::EpochSeconds,
+            Some(0.0),
+            Some(1_717_000_000.0),
+            now(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("decode to 1970-01-01 as epoch_seconds (before 1990)"),
+            "{e}"
+        );
+        // A future value.
+        let future = (now().timestamp() + 3 * 86_400) as f64;
+        let e = check_epoch_range(
+            &col(),
+            AgeKind::EpochSeconds,
+            Some(1_717_000_000.0),
+            Some(future),
+            now(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("2025-06-04 as epoch_seconds (in the future)"),
+            "{e}"
+        );
+        let e = check_epoch_range(&col(), AgeKind::EpochSeconds, Some(-5.0), Some(1e6), now())
+            .unwrap_err();
+        assert!(e.contains("1969-12-31"), "{e}");
+        assert_eq!(describe_secs(1e300), "a time outside the calendar");
+    }
+
+    #[test]
+    fn the_range_query_quotes_its_identifiers() {
+        let t = TableName::parse("public.Sessions").unwrap();
+        assert_eq!(
+            epoch_range_sql(&t, &col()),
+            "SELECT min(\"started_ms\")::float8, max(\"started_ms\")::float8, now() FROM \"public\".\"Sessions\""
+        );
     }
 }

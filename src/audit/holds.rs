@@ -1,9 +1,123 @@
 //! Legal holds: placed and released through the CLI, every change sealed in the chain.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::pool::PoolConnection;
+use sqlx::Postgres;
 
 use super::{chain, Audit};
+
+/// First key of the advisory lock that orders holds against removals: every batch that
+/// removes records reads the holds under it, shared; `hold add` takes it exclusively
+/// around its insert. So once `hold add` has returned, every batch that starts reads the
+/// new hold, and every batch that read the holds before it has committed.
+const HOLDS_LOCK: (i32, i32) = (0x5254_4e33, 0); // "RTN3"
+
+/// The holds in force at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldSet {
+    /// Held subject ids by kind, as given to `hold add`.
+    pub subjects: BTreeMap<String, Vec<String>>,
+    /// Held categories and the id of one hold on each.
+    pub categories: BTreeMap<String, i64>,
+}
+
+impl HoldSet {
+    /// Held ids of subject `kind` (as given; compare them in the column's type).
+    pub fn subject_ids(&self, kind: &str) -> &[String] {
+        self.subjects.get(kind).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The id of a hold on `category`, if any.
+    pub fn category(&self, category: &str) -> Option<i64> {
+        self.categories.get(category).copied()
+    }
+}
+
+/// Holds the shared side of the holds lock while a batch removes records.
+///
+/// [`HoldGuard::enter`] takes the lock and reads the holds in force; the batch then runs
+/// with them; [`HoldGuard::leave`] releases the lock once the batch has committed.
+pub struct HoldGuard {
+    conn: Option<PoolConnection<Postgres>>,
+    entered: bool,
+}
+
+impl HoldGuard {
+    /// Takes the lock (waiting for a `hold add` in progress) and reads the holds.
+    pub async fn enter(&mut self, audit: &Audit) -> Result<HoldSet, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(audit.pool.acquire().await?);
+        }
+        let conn = self.conn.as_mut().expect("acquired above");
+        if !self.entered {
+            sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+                .bind(HOLDS_LOCK.0)
+                .bind(HOLDS_LOCK.1)
+                .execute(&mut **conn)
+                .await?;
+            self.entered = true;
+        }
+        // A statement of its own, so its snapshot is taken after the lock was granted.
+        let rows: Result<Vec<ActiveHold>, _> =
+            sqlx::query_as(ACTIVE_HOLDS).fetch_all(&mut **conn).await;
+        let mut set = HoldSet::default();
+        for (kind, id, category, hold_id) in no_schema_is_empty(rows)? {
+            match (kind, id, category) {
+                (Some(k), Some(i), _) => set.subjects.entry(k).or_default().push(i),
+                (_, _, Some(c)) => {
+                    set.categories.entry(c).or_insert(hold_id);
+                }
+                _ => {}
+            }
+        }
+        Ok(set)
+    }
+
+    /// Releases the lock: the batch that ran under it has committed.
+    pub async fn leave(&mut self) {
+        if !self.entered {
+            return;
+        }
+        self.entered = false;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let ok: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock_shared($1, $2)")
+            .bind(HOLDS_LOCK.0)
+            .bind(HOLDS_LOCK.1)
+            .fetch_one(&mut **conn)
+            .await;
+        if !matches!(ok, Ok(true)) {
+            // Never hand back a session that may still hold the lock: close it.
+            if let Some(c) = self.conn.take() {
+                drop(c.detach());
+            }
+        }
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        if self.entered {
+            if let Some(c) = self.conn.take() {
+                // Dropped inside a batch (a panic, a cancelled future): end the session,
+                // which frees the lock.
+                drop(c.detach());
+            }
+        }
+    }
+}
+
+/// `(subject_kind, subject_id, category, id)` of a hold in force.
+type ActiveHold = (Option<String>, Option<String>, Option<String>, i64);
+
+/// `(subject_kind, subject_id, category, id)` of every hold in force.
+const ACTIVE_HOLDS: &str = "SELECT h.subject_kind, h.subject_id, h.category, h.id FROM retentiond.holds h \
+     WHERE (h.expires_at IS NULL OR h.expires_at > now()) \
+       AND NOT EXISTS (SELECT 1 FROM retentiond.hold_releases r WHERE r.hold_id = h.id) ORDER BY h.id";
 
 /// What a hold covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,6 +227,13 @@ impl Audit {
             HoldTarget::Category(c) => (None, None, Some(c.as_str())),
         };
         let mut tx = self.pool.begin().await?;
+        // Waits for every batch that read the holds before this one to commit; batches
+        // that start later wait for this commit, then read this hold.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(HOLDS_LOCK.0)
+            .bind(HOLDS_LOCK.1)
+            .execute(&mut *tx)
+            .await?;
         let hold_id: i64 = sqlx::query_scalar(
             "INSERT INTO retentiond.holds (subject_kind, subject_id, category, reason, actor, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, date_trunc('milliseconds', clock_timestamp()), $6) RETURNING id",
@@ -193,6 +314,22 @@ impl Audit {
                 active: r.active,
             })
             .collect())
+    }
+
+    /// A guard for batches that remove records (see [`HoldGuard`]).
+    pub fn hold_guard(&self) -> HoldGuard {
+        HoldGuard {
+            conn: None,
+            entered: false,
+        }
+    }
+
+    /// The holds in force now, read without the lock (counts, plans, dry-runs).
+    pub async fn holds_now(&self) -> Result<HoldSet, sqlx::Error> {
+        let mut guard = self.hold_guard();
+        let set = guard.enter(self).await;
+        guard.leave().await;
+        set
     }
 
     /// Ids of subjects of `kind` under an active hold (none before the first migration).

@@ -219,7 +219,7 @@ impl Audit {
         .bind(r.duration_ms as i64)
         .bind(serde_json::json!(samples))
         .bind(serde_json::json!(r.errors))
-        .bind(serde_json::Value::Object(r.details.clone()))
+        .bind(serde_json::Value::Object(details_with_counts(r)))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -436,6 +436,19 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// The details as stored: the counts that came after canonical form version 1 froze its
+/// fields (`blocked`, `referenced`) travel inside `details`, so the chain covers them.
+fn details_with_counts(r: &RuleReport) -> serde_json::Map<String, serde_json::Value> {
+    let mut d = r.details.clone();
+    if r.blocked > 0 {
+        d.insert("blocked".into(), r.blocked.into());
+    }
+    if r.referenced > 0 {
+        d.insert("referenced".into(), r.referenced.into());
+    }
+    d
+}
+
 fn rule_from_row(r: &sqlx::postgres::PgRow) -> Result<RuleReport, sqlx::Error> {
     let get_u = |c: &str| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
     let samples: serde_json::Value = r.try_get("samples")?;
@@ -454,6 +467,8 @@ fn rule_from_row(r: &sqlx::postgres::PgRow) -> Result<RuleReport, sqlx::Error> {
         anonymised: get_u("anonymised")?,
         held: get_u("held")?,
         failed: get_u("failed")?,
+        blocked: count_in(&details, "blocked"),
+        referenced: count_in(&details, "referenced"),
         bytes: get_u("bytes")?,
         duration_ms: get_u("duration_ms")?,
         samples: serde_json::from_value(samples).unwrap_or_default(),
@@ -463,6 +478,13 @@ fn rule_from_row(r: &sqlx::postgres::PgRow) -> Result<RuleReport, sqlx::Error> {
             _ => Default::default(),
         },
     })
+}
+
+fn count_in(details: &serde_json::Value, key: &str) -> u64 {
+    details
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
 }
 
 fn lock_key(id: i64) -> i32 {

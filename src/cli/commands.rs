@@ -47,6 +47,16 @@ fn select<'a>(
         .collect())
 }
 
+/// Rules that share a table, and what each keeps of the other's rows.
+fn print_overlaps(config: &Config) {
+    for o in crate::sweep::overlaps(config) {
+        println!(
+            "overlap: rule {} on {} never removes what rule {} keeps: {}",
+            o.rule, o.table, o.covered_by, o.keeps
+        );
+    }
+}
+
 fn print_findings(pf: &Preflight) {
     for w in &pf.warnings {
         eprintln!("warning: rule {}: {}", w.rule, w.message);
@@ -151,9 +161,11 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
         Format::Json => print_json(&serde_json::json!({
             "config": config.path, "config_sha256": config.sha256, "rules": config.rules.len(),
             "ok": pf.ok(), "errors": pf.errors, "warnings": pf.warnings,
+            "overlaps": crate::sweep::overlaps(&config),
         })),
         Format::Text => {
             print_findings(&pf);
+            print_overlaps(&config);
             if pf.ok() {
                 println!(
                     "{}: ok — {} rules, {} categories, {} stores, every store reachable, every rule passes the preflight",
@@ -213,11 +225,14 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
             "rule": rule.name, "category": rule.category, "place": rule.place(&config), "action": rule.action.as_str(),
             "retain": rule.retain.to_string(), "enabled": rule.enabled, "schedule": schedule.expr,
             "cutoff": report.cutoff, "next_runs": next, "due": report.matched, "held": report.held,
+            "kept_by_other_rules": report.details.get("kept_by_other_rules").cloned().unwrap_or_else(|| serde_json::json!({})),
             "bytes": report.bytes, "status": report.status, "errors": report.errors,
         }));
     }
     match a.format {
-        Format::Json => print_json(&serde_json::json!({ "as_of": from, "rules": rows })),
+        Format::Json => print_json(
+            &serde_json::json!({ "as_of": from, "rules": rows, "overlaps": crate::sweep::overlaps(&config) }),
+        ),
         Format::Text => {
             println!(
                 "plan as of {} (counts only; nothing is changed)\n",
@@ -252,6 +267,17 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
                     }
                 );
             }
+            for r in &rows {
+                if let Some(kept) = r["kept_by_other_rules"].as_object() {
+                    for (other, n) in kept {
+                        println!(
+                            "  {}: {n} due record(s) kept by rule {other}",
+                            r["rule"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            print_overlaps(&config);
         }
     }
     if pf.ok() {
@@ -511,6 +537,7 @@ pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
                 .await
                 .map_err(|e| Fail::runtime(format!("failed to place the hold: {e}")))?;
             println!("hold {id} placed on {target}");
+            report_hold_coverage(&config, &target).await;
             Ok(Exit::Ok)
         }
         HoldCommand::List { all, format } => {
@@ -564,6 +591,49 @@ pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
     }
 }
 
+/// Says how many rows the new hold covers now, per table rule; warns about rules whose
+/// subject column cannot hold the id. Counting is best-effort: the hold is placed.
+async fn report_hold_coverage(config: &Config, target: &HoldTarget) {
+    let rules: Vec<&Rule> = config
+        .rules
+        .iter()
+        .filter(|r| match target {
+            HoldTarget::Subject { kind, .. } => r.subject().is_some_and(|s| &s.kind == kind),
+            HoldTarget::Category(c) => &r.category == c,
+        })
+        .collect();
+    let stores = match connect_stores(config, &rules).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot count the records the hold covers: {}",
+                e.message
+            );
+            return;
+        }
+    };
+    let mut total = 0u64;
+    for rule in rules {
+        let crate::config::Target::Table(t) = &rule.target else {
+            continue;
+        };
+        let Some(pg) = stores.pg.get(&rule.store) else {
+            continue;
+        };
+        match crate::sweep::count_covered(pg, t, target).await {
+            Ok(n) => {
+                total += n;
+                println!(
+                    "  rule {}: {n} record(s) of {} covered now",
+                    rule.name, t.table
+                );
+            }
+            Err(e) => eprintln!("warning: rule {}: {e}", rule.name),
+        }
+    }
+    println!("the hold covers {total} record(s) in tables now");
+}
+
 pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
     let target = HoldTarget::parse_subject(&a.subject).map_err(Fail::usage)?;
     let HoldTarget::Subject { kind, id } = target else {
@@ -589,6 +659,21 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
         )));
     }
     let (engine, names, pf) = prepare(config_path, &rules, &[]).await?;
+    // The id is compared in each subject column's own type: one that no value of a
+    // column can equal is a mistake in the request, not a subject without data.
+    for name in &names {
+        if let (Some(crate::preflight::Prepared::Table(p)), Some(rule)) =
+            (pf.prepared.get(name), engine.config.rule(name))
+        {
+            if let Some(subject) = rule.subject() {
+                let ty = crate::store::pg_sql::SubjectType::of(
+                    &p.info.columns[subject.column.as_str()].type_name,
+                );
+                ty.normalise(&id)
+                    .map_err(|e| Fail::usage(format!("rule {name}: subject {e}")))?;
+            }
+        }
+    }
     cancel_on_signal(engine.shutdown.clone());
     let outcome = engine
         .erase(

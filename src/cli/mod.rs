@@ -117,6 +117,15 @@ pub async fn connect_stores(
             }
         }
     }
+    // Before an object is deleted, every table that can reference it is asked: the
+    // stores of all table rules whose `objects` use an object store involved here.
+    for r in &config.rules {
+        if let crate::config::Target::Table(t) = &r.target {
+            if t.objects.as_ref().is_some_and(|o| names.contains(&o.store)) {
+                names.push(r.store.clone());
+            }
+        }
+    }
     if let Some(rs) = &config.audit.report_store {
         names.push(rs.clone());
     }

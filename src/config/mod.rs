@@ -6,9 +6,11 @@
 //! [`ConfigError`] naming file, line, column and field.
 
 mod error;
+mod filter;
 mod ident;
 mod period;
 mod raw;
+mod zone;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,8 +20,10 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 
 pub use error::{line_col, ConfigError, FieldPath, Locator};
+pub use filter::check_filter;
 pub use ident::{Ident, IdentError, TableName};
 pub use period::{Period, PeriodError};
+pub use zone::{naive_cutoff, parse_zone};
 
 use crate::anonymise::Strategy;
 use raw::*;
@@ -201,7 +205,8 @@ impl Action {
 /// How the age column stores time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgeFormat {
-    /// timestamptz, timestamp (read as UTC) or date, decided by the column's type.
+    /// timestamptz, timestamp or date (the last two read in the rule's `age_timezone`,
+    /// UTC when unset), decided by the column's type.
     Native,
     /// Integer seconds since the epoch.
     EpochSeconds,
@@ -275,7 +280,11 @@ pub struct TableTarget {
     pub age_column: Ident,
     /// How the age column stores time.
     pub age_format: AgeFormat,
-    /// Extra SQL condition (trusted operator input, checked by the preflight).
+    /// The zone `timestamp` and `date` age values are local time of (`age_timezone`);
+    /// `None` when not set, which means UTC.
+    pub age_timezone: Option<chrono_tz::Tz>,
+    /// Extra SQL condition: trusted operator input, parsed at load as exactly one SQL
+    /// expression ([`check_filter`]) and compiled by the preflight.
     pub filter: Option<String>,
     /// Subject column for holds and erasure.
     pub subject: Option<Subject>,
@@ -667,6 +676,13 @@ fn validate(
                 ),
             ));
         };
+        if r.retain == Period::default() {
+            return Err(err(
+                &f("retain"),
+                "retain must be longer than zero: a retain of zero makes every record due at once"
+                    .into(),
+            ));
+        }
         if let Some(min) = category.min_retain {
             if !r.retain.always_at_least(&min) {
                 return Err(err(
@@ -704,6 +720,7 @@ fn validate(
             ("table", r.table.is_some()),
             ("age_column", r.age_column.is_some()),
             ("age_format", r.age_format.is_some()),
+            ("age_timezone", r.age_timezone.is_some()),
             ("filter", r.filter.is_some()),
             ("subject", r.subject.is_some()),
             ("anonymise", r.anonymise.is_some()),
@@ -764,17 +781,23 @@ fn validate(
                     Some(RawAgeFormat::EpochSeconds) => AgeFormat::EpochSeconds,
                     Some(RawAgeFormat::EpochMillis) => AgeFormat::EpochMillis,
                 };
-                let filter = match r.filter {
-                    Some(ref s) if s.trim().is_empty() => {
-                        return Err(err(&f("filter"), "must not be empty".into()))
-                    }
-                    Some(ref s) if s.contains(';') => {
+                let age_timezone = match r.age_timezone.as_deref() {
+                    None => None,
+                    Some(_) if age_format != AgeFormat::Native => {
                         return Err(err(
-                            &f("filter"),
-                            "must be one boolean expression; `;` is not allowed".into(),
+                            &f("age_timezone"),
+                            "`age_timezone` applies to timestamp and date age columns; epoch values are instants already".into(),
                         ))
                     }
-                    Some(s) => Some(s),
+                    Some(name) => {
+                        Some(parse_zone(name).map_err(|m| err(&f("age_timezone"), m))?)
+                    }
+                };
+                let filter = match r.filter {
+                    Some(s) => {
+                        check_filter(&s).map_err(|m| err(&f("filter"), m))?;
+                        Some(s)
+                    }
                     None => None,
                 };
                 let subject = match r.subject {
@@ -871,6 +894,7 @@ fn validate(
                     table,
                     age_column,
                     age_format,
+                    age_timezone,
                     filter,
                     subject,
                     anonymise,
@@ -1029,6 +1053,83 @@ mod tests {
         assert!(!MaxDelete::Percent(20.0).exceeded(20, 100));
         assert!(MaxDelete::Count(5).exceeded(6, 1_000));
         assert!(!MaxDelete::Count(5).exceeded(5, 1_000));
+    }
+
+    const HEAD: &str = "[audit]\nstore = \"app\"\n\n[stores.app]\nkind = \"postgres\"\nurl_env = \"DATABASE_URL\"\n\n[stores.assets]\nkind = \"s3\"\nbucket = \"b\"\n\n[categories.logs]\n\n[[rules]]\nname = \"r\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\naction = \"delete\"\n";
+
+    fn with_rule(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("t.toml"), &format!("{HEAD}{extra}"))
+    }
+
+    fn table(cfg: &Config) -> &TableTarget {
+        match &cfg.rules[0].target {
+            Target::Table(t) => t,
+            Target::Prefix(_) => panic!("a table rule"),
+        }
+    }
+
+    #[test]
+    fn zero_retain_is_refused() {
+        for zero in ["0d", "0s", "0ms", "0mo", "0y0d"] {
+            let e = with_rule(&format!("retain = \"{zero}\"\n")).unwrap_err();
+            assert_eq!(e.field, "rules[0].retain", "{zero}: {e}");
+            assert_eq!(e.line, 21, "{zero}: {e}");
+            assert!(e.message.contains("retain must be longer than zero"), "{e}");
+        }
+        assert!(with_rule("retain = \"1ms\"\n").is_ok());
+        // A zero floor is pointless but harmless.
+        let text = format!("{HEAD}retain = \"1d\"\n").replace(
+            "[categories.logs]\n",
+            "[categories.logs]\nmin_retain = \"0d\"\n",
+        );
+        assert!(Config::parse(Path::new("t.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn age_timezone_is_parsed_at_load() {
+        let cfg = with_rule("retain = \"1d\"\n").unwrap();
+        assert_eq!(table(&cfg).age_timezone, None);
+        let cfg = with_rule("retain = \"1d\"\nage_timezone = \"Europe/Amsterdam\"\n").unwrap();
+        assert_eq!(table(&cfg).age_timezone, Some(chrono_tz::Europe::Amsterdam));
+        let e = with_rule("retain = \"1d\"\nage_timezone = \"Mars/Olympus\"\n").unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("rules[0].age_timezone", 22, 16)
+        );
+        assert!(
+            e.message.contains("unknown time zone `Mars/Olympus`"),
+            "{e}"
+        );
+        let e =
+            with_rule("retain = \"1d\"\nage_format = \"epoch_millis\"\nage_timezone = \"UTC\"\n")
+                .unwrap_err();
+        assert_eq!(e.field, "rules[0].age_timezone", "{e}");
+    }
+
+    #[test]
+    fn age_timezone_on_a_prefix_rule_is_refused() {
+        let text = format!(
+            "{HEAD}retain = \"1d\"\n\n[[rules]]\nname = \"o\"\ncategory = \"logs\"\nstore = \"assets\"\nprefix = \"x/\"\nretain = \"1d\"\naction = \"delete\"\nage_timezone = \"UTC\"\n"
+        );
+        let e = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert_eq!(e.field, "rules[1].age_timezone", "{e}");
+        assert!(e.message.contains("table rules"), "{e}");
+    }
+
+    #[test]
+    fn filters_are_checked_at_load() {
+        let ok = with_rule("retain = \"1d\"\nfilter = \"note = 'a;b'\"\n").unwrap();
+        assert_eq!(table(&ok).filter.as_deref(), Some("note = 'a;b'"));
+        let e =
+            with_rule("retain = \"1d\"\nfilter = \"status='resolved') OR (true\"\n").unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("rules[0].filter", 22, 10)
+        );
+        assert!(
+            e.message.contains("found `)` after `status='resolved'`"),
+            "{e}"
+        );
     }
 
     #[test]

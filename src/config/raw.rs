@@ -152,6 +152,7 @@ pub struct RawRule {
     pub table: Option<String>,
     pub age_column: Option<String>,
     pub age_format: Option<RawAgeFormat>,
+    pub age_timezone: Option<String>,
     pub filter: Option<String>,
     pub subject: Option<RawSubject>,
     pub anonymise: Option<BTreeMap<String, Strategy>>,

@@ -80,6 +80,14 @@ pub struct RuleReport {
     pub held: u64,
     /// Records that could not be processed; retried next run.
     pub failed: u64,
+    /// Due rows the database refused to delete (a foreign key, a trigger, a CHECK); they
+    /// stay, and do not stop the other rows. Kept in `details` in the trail.
+    #[serde(default)]
+    pub blocked: u64,
+    /// Prefix rules: due objects kept because a row of a table rule still references
+    /// them. Kept in `details` in the trail.
+    #[serde(default)]
+    pub referenced: u64,
     /// Bytes of object data removed (or, in a dry-run, that would be).
     pub bytes: u64,
     /// Wall time.

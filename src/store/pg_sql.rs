@@ -7,7 +7,9 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::anonymise::{self, ColumnSql, HmacParams};
-use crate::config::{AgeFormat, Ident, TableName};
+use chrono_tz::Tz;
+
+use crate::config::{naive_cutoff, AgeFormat, Ident, TableName};
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,8 @@ pub enum Param {
     Text(String),
     /// text[].
     TextArray(Vec<String>),
+    /// bigint[].
+    BigIntArray(Vec<i64>),
     /// bytea.
     Bytea(Vec<u8>),
 }
@@ -45,10 +49,10 @@ impl Params {
 pub enum AgeKind {
     /// timestamptz.
     Timestamptz,
-    /// timestamp, read as UTC.
-    Timestamp,
-    /// date: due once the whole day lies before the cutoff.
-    Date,
+    /// timestamp, read as wall-clock time in the rule's `age_timezone`.
+    Timestamp(Tz),
+    /// date in the rule's `age_timezone`: due once the whole day lies before the cutoff.
+    Date(Tz),
     /// integer seconds since the epoch.
     EpochSeconds,
     /// integer milliseconds since the epoch.
@@ -57,13 +61,15 @@ pub enum AgeKind {
 
 impl AgeKind {
     /// The comparison for a column of catalog type `type_name` declared with `format`.
-    pub fn resolve(type_name: &str, format: AgeFormat) -> Result<Self, String> {
+    /// A naive column (`timestamp`, `date`) is read in `zone` (UTC when `None`).
+    pub fn resolve(type_name: &str, format: AgeFormat, zone: Option<Tz>) -> Result<Self, String> {
+        let zone = zone.unwrap_or(Tz::UTC);
         let integer = matches!(type_name, "smallint" | "integer" | "bigint")
             || type_name.starts_with("numeric");
         match (format, type_name) {
             (AgeFormat::Native, "timestamp with time zone") => Ok(Self::Timestamptz),
-            (AgeFormat::Native, "timestamp without time zone") => Ok(Self::Timestamp),
-            (AgeFormat::Native, "date") => Ok(Self::Date),
+            (AgeFormat::Native, "timestamp without time zone") => Ok(Self::Timestamp(zone)),
+            (AgeFormat::Native, "date") => Ok(Self::Date(zone)),
             (AgeFormat::Native, t) if integer => Err(format!(
                 "age column is {t}: declare age_format = \"epoch_seconds\" or \"epoch_millis\""
             )),
@@ -81,12 +87,15 @@ impl AgeKind {
     /// The bound value that `age < value` compares against for `cutoff`.
     ///
     /// A date is due only when its whole day is before the cutoff, so a record is never
-    /// removed early because its time of day is unknown.
+    /// removed early because its time of day is unknown. A naive value is compared with
+    /// the latest wall-clock time before which every reading of it in its zone (DST
+    /// gaps and repeated hours included) is an instant before the cutoff
+    /// ([`crate::config::naive_cutoff`]): never early, at most an hour late.
     pub fn cutoff_param(&self, cutoff: DateTime<Utc>) -> Param {
         match self {
             Self::Timestamptz => Param::Timestamptz(cutoff),
-            Self::Timestamp => Param::Timestamp(cutoff.naive_utc()),
-            Self::Date => Param::Date(cutoff.date_naive()),
+            Self::Timestamp(tz) => Param::Timestamp(naive_cutoff(cutoff, *tz)),
+            Self::Date(tz) => Param::Date(naive_cutoff(cutoff, *tz).date()),
             Self::EpochSeconds => Param::BigInt(cutoff.timestamp()),
             Self::EpochMillis => Param::BigInt(cutoff.timestamp_millis()),
         }
@@ -110,12 +119,165 @@ pub struct Selection<'a> {
     pub filter: Option<&'a str>,
     /// Subject column.
     pub subject_column: Option<&'a Ident>,
-    /// Held subject ids (never removed).
+    /// How the subject column compares with ids.
+    pub subject_type: SubjectType,
+    /// Held subject ids (never removed), in the column's canonical spelling.
     pub held_ids: &'a [String],
-    /// Only this subject (erasure).
+    /// Only this subject (erasure), in the column's canonical spelling.
     pub only_subject: Option<&'a str>,
     /// Anonymise columns: `SET` expressions and the "already anonymised" test.
     pub anonymise: &'a [(Ident, ColumnSql)],
+    /// What the other rules covering the same table keep: never removed.
+    pub keeps: &'a [Keep],
+    /// Rows (ctids as text) that index-walk batches leave out: they could not be changed
+    /// this run (blocked, failed).
+    pub skip: &'a [String],
+}
+
+/// How a subject column is compared with ids given as text (`KIND:ID`): in the
+/// column's own type, so `account:042` matches 42 and an upper-case uuid matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectType {
+    /// smallint, integer or bigint (the bound).
+    Integer(i64, i64),
+    /// uuid.
+    Uuid,
+    /// text, varchar, char.
+    #[default]
+    Text,
+    /// Any other type: compared as its text output.
+    Other,
+}
+
+impl SubjectType {
+    /// The comparison for a column of catalog type `type_name`.
+    pub fn of(type_name: &str) -> Self {
+        match type_name {
+            "smallint" => Self::Integer(i64::from(i16::MIN), i64::from(i16::MAX)),
+            "integer" => Self::Integer(i64::from(i32::MIN), i64::from(i32::MAX)),
+            "bigint" => Self::Integer(i64::MIN, i64::MAX),
+            "uuid" => Self::Uuid,
+            "text" => Self::Text,
+            t if t.starts_with("character varying") || t.starts_with("character") => Self::Text,
+            _ => Self::Other,
+        }
+    }
+
+    /// `id` as the column spells it, or why no value of the column can equal it.
+    pub fn normalise(&self, id: &str) -> Result<String, String> {
+        match self {
+            Self::Integer(lo, hi) => match id.trim().parse::<i64>() {
+                Ok(v) if (*lo..=*hi).contains(&v) => Ok(v.to_string()),
+                Ok(_) => Err(format!(
+                    "`{id}` is out of the subject column's integer range"
+                )),
+                Err(_) => Err(format!(
+                    "`{id}` is not an integer, and the subject column is one"
+                )),
+            },
+            Self::Uuid => uuid::Uuid::parse_str(id.trim())
+                .map(|u| u.hyphenated().to_string())
+                .map_err(|_| format!("`{id}` is not a uuid, and the subject column is one")),
+            Self::Text | Self::Other => Ok(id.to_owned()),
+        }
+    }
+
+    /// The ids of `ids` that a value of the column can equal, canonically spelt.
+    pub fn normalise_all<'a>(&self, ids: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let mut out: Vec<String> = ids
+            .into_iter()
+            .filter_map(|id| self.normalise(id).ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `col` equals one of the ids bound to `p` (text[]).
+    fn any(&self, col: &str, p: &str) -> String {
+        match self {
+            Self::Integer(..) => format!("{col} = ANY(CAST({p} AS bigint[]))"),
+            Self::Uuid => format!("{col} = ANY(CAST({p} AS uuid[]))"),
+            Self::Text => format!("{col} = ANY(CAST({p} AS text[]))"),
+            Self::Other => format!("CAST({col} AS text) = ANY(CAST({p} AS text[]))"),
+        }
+    }
+
+    /// `col` equals the id bound to `p` (text).
+    fn eq(&self, col: &str, p: &str) -> String {
+        match self {
+            Self::Integer(..) => format!("{col} = CAST({p} AS bigint)"),
+            Self::Uuid => format!("{col} = CAST({p} AS uuid)"),
+            Self::Text => format!("{col} = CAST({p} AS text)"),
+            Self::Other => format!("CAST({col} AS text) = CAST({p} AS text)"),
+        }
+    }
+}
+
+/// What another rule covering the same table keeps (precedence across rules: retention
+/// wins over removal). A row this rule covers (its `filter` is true) is kept while the
+/// rule's category floor has not passed for it, while its subject is held, or while the
+/// rule's category is held.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// The covering rule.
+    pub rule: String,
+    /// Its filter (`None`: every row).
+    pub filter: Option<String>,
+    /// Its age column and how it compares.
+    pub age_column: Ident,
+    /// How its age column compares.
+    pub age_kind: AgeKind,
+    /// Rows aged at or after this (or with no age) are inside its category's floor.
+    pub floor_from: Option<DateTime<Utc>>,
+    /// Its subject column, how it compares, and the held ids of its subject kind.
+    pub subject: Option<(Ident, SubjectType, Vec<String>)>,
+    /// Its category is held: it keeps every row it covers.
+    pub category_held: bool,
+}
+
+impl Keep {
+    /// Whether this rule can keep any row now.
+    pub fn keeps_anything(&self) -> bool {
+        self.category_held
+            || self.floor_from.is_some()
+            || self
+                .subject
+                .as_ref()
+                .is_some_and(|(_, _, ids)| !ids.is_empty())
+    }
+
+    /// True for the rows this rule keeps; `None` when it keeps nothing now.
+    fn cond(&self, params: &mut Params) -> Option<String> {
+        let mut why = Vec::new();
+        if self.category_held {
+            why.push("true".to_owned());
+        }
+        if let Some(f) = self.floor_from {
+            let p = params.push(self.age_kind.cutoff_param(f));
+            let a = self.age_column.quoted();
+            why.push(format!("{a} IS NULL OR {a} >= {p}"));
+        }
+        if let Some((col, ty, ids)) = &self.subject {
+            if !ids.is_empty() {
+                let p = params.push(Param::TextArray(ids.clone()));
+                let c = col.quoted();
+                why.push(format!("{c} IS NOT NULL AND {}", ty.any(&c, &p)));
+            }
+        }
+        if why.is_empty() {
+            return None;
+        }
+        let why = why
+            .iter()
+            .map(|w| format!("({w})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        Some(match &self.filter {
+            Some(f) => format!("(COALESCE(({f}), false) AND ({why}))"),
+            None => format!("({why})"),
+        })
+    }
 }
 
 /// SQL text and its parameters.
@@ -128,7 +290,7 @@ pub struct Statement {
 }
 
 /// Which due records one batch statement takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Batch {
     /// At most this many, in whatever order the planner finds them (an index on the age
     /// column, typically); rows another transaction has locked are skipped.
@@ -144,6 +306,9 @@ pub enum Batch {
         /// before changing it); otherwise such a row is waited for, up to `lock_timeout`.
         skip_locked: bool,
     },
+    /// Exactly these rows (ctids as text), if they are still due: one part of a batch
+    /// that failed and is being split to find the rows that cannot be changed.
+    Rows(Vec<String>),
 }
 
 impl Selection<'_> {
@@ -166,7 +331,7 @@ impl Selection<'_> {
         }
         if let (Some(col), Some(id)) = (self.subject_column, self.only_subject) {
             let p = params.push(Param::Text(id.to_owned()));
-            conds.push(format!("CAST({} AS text) = {p}", col.quoted()));
+            conds.push(self.subject_type.eq(&col.quoted(), &p));
         }
         let done: Vec<&str> = self
             .anonymise
@@ -186,41 +351,94 @@ impl Selection<'_> {
             return None;
         }
         let p = params.push(Param::TextArray(self.held_ids.to_vec()));
+        let c = col.quoted();
         Some(format!(
-            "({c} IS NOT NULL AND CAST({c} AS text) = ANY({p}))",
-            c = col.quoted()
+            "({c} IS NOT NULL AND {})",
+            self.subject_type.any(&c, &p)
         ))
     }
 
+    /// ` AND NOT <held> AND NOT <kept by another rule>`: what may go of the due rows.
     fn not_held(&self, params: &mut Params) -> String {
-        self.held(params)
+        let mut out = self
+            .held(params)
             .map(|h| format!(" AND NOT {h}"))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for k in self.keeps {
+            if let Some(c) = k.cond(params) {
+                out.push_str(&format!(" AND NOT {c}"));
+            }
+        }
+        out
     }
 
-    /// `SELECT due, held, oldest unheld age (timestamptz)`, in one pass over the due rows.
-    /// Without `with_oldest` the third column is NULL: [`Selection::oldest`] finds it
-    /// through an index on the age column far more cheaply than the pass can.
+    /// Conditions true for the rows each covering rule keeps, `(rule, condition)`.
+    fn kept(&self, params: &mut Params) -> Vec<(String, String)> {
+        self.keeps
+            .iter()
+            .filter_map(|k| Some((k.rule.clone(), k.cond(params)?)))
+            .collect()
+    }
+
+    /// `SELECT due, held, oldest removable age (timestamptz), kept, kept by rule 1, …` in
+    /// one pass over the due rows. `due` counts every due row, `held` those of held
+    /// subjects, `kept` the others that a covering rule keeps ([`Selection::kept_rules`]
+    /// names the rules of the last columns, in order; a row kept by several is counted
+    /// under each). Without `with_oldest` the third column is NULL: [`Selection::oldest`]
+    /// finds it through an index on the age column far more cheaply than the pass can.
     pub fn count(&self, with_oldest: bool) -> Statement {
         let mut params = Params::default();
         let due = self.due(&mut params);
         let held_cond = self.held(&mut params);
+        let kept = self.kept(&mut params);
         let held = held_cond
             .as_ref()
             .map(|h| format!("count(*) FILTER (WHERE {h})"))
             .unwrap_or_else(|| "CAST(0 AS bigint)".into());
+        let not_held = held_cond
+            .as_ref()
+            .map(|h| format!("NOT {h}"))
+            .unwrap_or_else(|| "true".into());
+        let any_kept = if kept.is_empty() {
+            "false".to_owned()
+        } else {
+            kept.iter()
+                .map(|(_, c)| c.as_str())
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        let removable = format!("{not_held} AND NOT ({any_kept})");
         let oldest = if with_oldest {
-            self.oldest_expr(held_cond.as_deref())
+            self.oldest_expr(Some(&removable))
         } else {
             "CAST(NULL AS timestamptz)".into()
         };
+        let mut cols = vec![
+            "count(*) AS due".to_owned(),
+            format!("{held} AS held"),
+            format!("{oldest} AS oldest"),
+            format!("count(*) FILTER (WHERE {not_held} AND ({any_kept})) AS kept"),
+        ];
+        cols.extend(
+            kept.iter()
+                .map(|(_, c)| format!("count(*) FILTER (WHERE {not_held} AND {c})")),
+        );
         Statement {
             sql: format!(
-                "SELECT count(*) AS due, {held} AS held, {oldest} AS oldest FROM {} WHERE {due}",
+                "SELECT {} FROM {} WHERE {due}",
+                cols.join(", "),
                 self.table.quoted()
             ),
             params,
         }
+    }
+
+    /// The covering rules that keep something now, in the order of `count`'s last columns.
+    pub fn kept_rules(&self) -> Vec<String> {
+        self.kept(&mut Params::default())
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
     }
 
     /// `SELECT` the oldest age (timestamptz) of the due, unheld records.
@@ -245,17 +463,18 @@ impl Selection<'_> {
         }
     }
 
-    /// `min(age)` as timestamptz, over the rows where `held` is false when given.
-    fn oldest_expr(&self, held: Option<&str>) -> String {
+    /// `min(age)` as timestamptz, over the rows where `only` is true when given.
+    fn oldest_expr(&self, only: Option<&str>) -> String {
         let age = self.age_column.quoted();
-        let min = match held {
-            Some(h) => format!("min({age}) FILTER (WHERE NOT {h})"),
+        let min = match only {
+            Some(c) => format!("min({age}) FILTER (WHERE {c})"),
             None => format!("min({age})"),
         };
         match self.age_kind {
             AgeKind::Timestamptz => min,
-            AgeKind::Timestamp => format!("{min} AT TIME ZONE 'UTC'"),
-            AgeKind::Date => format!("CAST({min} AS timestamp) AT TIME ZONE 'UTC'"),
+            // Zone names are validated at load (`chrono_tz`): letters, digits, `/_+-`.
+            AgeKind::Timestamp(tz) => format!("{min} AT TIME ZONE '{}'", tz.name()),
+            AgeKind::Date(tz) => format!("CAST({min} AS timestamp) AT TIME ZONE '{}'", tz.name()),
             AgeKind::EpochSeconds => format!("to_timestamp({min})"),
             AgeKind::EpochMillis => format!("to_timestamp({min} / 1000.0)"),
         }
@@ -272,16 +491,28 @@ impl Selection<'_> {
     }
 
     /// The `WHERE` of one batch statement; fills `params`.
-    fn batch_target(&self, batch: Batch, params: &mut Params) -> String {
+    fn batch_target(&self, batch: &Batch, params: &mut Params) -> String {
         let t = self.table.quoted();
         match batch {
             Batch::First(limit) => {
                 let due = self.due(params);
                 let not_held = self.not_held(params);
-                let lim = params.push(Param::BigInt(limit));
+                let skip = if self.skip.is_empty() {
+                    String::new()
+                } else {
+                    let p = params.push(Param::TextArray(self.skip.to_vec()));
+                    format!(" AND NOT (ctid = ANY(CAST({p} AS tid[])))")
+                };
+                let lim = params.push(Param::BigInt(*limit));
                 format!(
-                    "ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {due}{not_held} LIMIT {lim} FOR UPDATE SKIP LOCKED))"
+                    "ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {due}{not_held}{skip} LIMIT {lim} FOR UPDATE SKIP LOCKED))"
                 )
+            }
+            Batch::Rows(ctids) => {
+                let c = params.push(Param::TextArray(ctids.clone()));
+                let due = self.due(params);
+                let not_held = self.not_held(params);
+                format!("ctid = ANY(CAST({c} AS tid[])) AND {due}{not_held}")
             }
             Batch::Pages {
                 from,
@@ -293,7 +524,7 @@ impl Selection<'_> {
                 let range = format!("ctid >= CAST({a} AS tid) AND ctid < CAST({b} AS tid)");
                 let due = self.due(params);
                 let not_held = self.not_held(params);
-                if skip_locked {
+                if *skip_locked {
                     format!(
                         "ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {range} AND {due}{not_held} FOR UPDATE SKIP LOCKED))"
                     )
@@ -305,7 +536,7 @@ impl Selection<'_> {
     }
 
     /// Deletes the due, unheld records of one batch in one statement.
-    pub fn delete_batch(&self, batch: Batch) -> Statement {
+    pub fn delete_batch(&self, batch: &Batch) -> Statement {
         let mut params = Params::default();
         let target = self.batch_target(batch, &mut params);
         Statement {
@@ -317,7 +548,7 @@ impl Selection<'_> {
     /// Anonymises the due, unheld, not yet anonymised records of one batch.
     pub fn anonymise_batch(
         &self,
-        batch: Batch,
+        batch: &Batch,
         hmac: Option<(Vec<u8>, Vec<u8>)>,
         hmac_names: &HmacParams,
     ) -> Statement {
@@ -347,58 +578,107 @@ impl Selection<'_> {
         }
     }
 
-    /// Reads up to `limit` due, unheld rows with their object keys: `(ctid, fingerprint, keys)`.
-    /// Rows in `skip` (ctids whose objects failed this run) are left out.
-    pub fn select_with_objects(
-        &self,
-        key_columns: &[Ident],
-        skip: &[String],
-        limit: i64,
-    ) -> Statement {
+    /// The ctids (as text) of the rows `batch` would take: to split a batch that failed.
+    pub fn batch_rows(&self, batch: &Batch) -> Statement {
         let mut params = Params::default();
-        let due = self.due(&mut params);
-        let not_held = self.not_held(&mut params);
-        let skip_sql = if skip.is_empty() {
-            String::new()
-        } else {
-            let p = params.push(Param::TextArray(skip.to_vec()));
-            format!(" AND NOT (ctid = ANY(CAST({p} AS tid[])))")
-        };
-        let lim = params.push(Param::BigInt(limit));
+        let target = self.batch_target(batch, &mut params);
         Statement {
             sql: format!(
-                "SELECT ctid::text, {fp}, {keys} FROM {t} WHERE {due}{not_held}{skip_sql} LIMIT {lim}",
-                fp = fingerprint(key_columns),
-                keys = keys_array(key_columns),
-                t = self.table.quoted()
+                "SELECT ctid::text FROM {} WHERE {target}",
+                self.table.quoted()
             ),
             params,
         }
     }
 
-    /// Deletes the rows in `ctids` whose key columns still hash to `fingerprints` and that
-    /// are still due and unheld: a row changed since it was read stays for the next run.
-    pub fn delete_rows(
-        &self,
-        key_columns: &[Ident],
-        ctids: Vec<String>,
-        fingerprints: Vec<String>,
-    ) -> Statement {
+    /// Deletes the due, unheld rows of one batch and, in the same statement (so in the
+    /// same transaction), queues their object keys for deletion: `SELECT count(*)` of
+    /// the rows deleted. A crash leaves either the rows with their objects, or the keys
+    /// queued for the next run; never a row pointing at a missing object.
+    pub fn delete_batch_queued(&self, batch: &Batch, queue: &QueueTarget<'_>) -> Statement {
         let mut params = Params::default();
-        let c = params.push(Param::TextArray(ctids));
-        let f = params.push(Param::TextArray(fingerprints));
-        let due = self.due(&mut params);
-        let not_held = self.not_held(&mut params);
+        let target = self.batch_target(batch, &mut params);
+        let s = params.push(Param::Text(queue.objects_store.to_owned()));
+        let r = params.push(Param::Text(queue.rule.to_owned()));
+        let c = params.push(Param::Text(queue.category.to_owned()));
+        let k = params.push(Param::Text(queue.subject_kind.unwrap_or("").to_owned()));
+        let subject = self
+            .subject_column
+            .map(|col| format!("CAST({} AS text)", col.quoted()))
+            .unwrap_or_else(|| "CAST(NULL AS text)".into());
         Statement {
             sql: format!(
-                "DELETE FROM {t} WHERE ctid = ANY(CAST({c} AS tid[])) AND {due}{not_held} \
-                 AND (ctid::text, {fp}) IN (SELECT u.t, u.f FROM unnest({c}, {f}) AS u(t, f))",
+                "WITH gone AS (DELETE FROM {t} WHERE {target} RETURNING {keys} AS keys, {subject} AS subject_id), \
+                 queued AS (INSERT INTO {PENDING_TABLE} (objects_store, rule, category, subject_kind, subject_id, key) \
+                 SELECT {s}, {r}, {c}, NULLIF({k}, ''), g.subject_id, u.key FROM gone g CROSS JOIN LATERAL unnest(g.keys) AS u(key) \
+                 ON CONFLICT (objects_store, key) DO NOTHING) \
+                 SELECT count(*) FROM gone",
                 t = self.table.quoted(),
-                fp = fingerprint(key_columns)
+                keys = keys_array(queue.key_columns),
             ),
             params,
         }
     }
+}
+
+/// Where a linked-object rule queues the keys of the rows it deletes.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueTarget<'a> {
+    /// The s3 store of the objects.
+    pub objects_store: &'a str,
+    /// The rule.
+    pub rule: &'a str,
+    /// Its category (a category hold keeps the queued objects).
+    pub category: &'a str,
+    /// Its subject kind (a subject hold keeps the queued objects).
+    pub subject_kind: Option<&'a str>,
+    /// Key columns (text or text[]).
+    pub key_columns: &'a [Ident],
+}
+
+/// The durable queue of objects whose rows are gone, in the rule's own database.
+pub const PENDING_TABLE: &str = "retentiond_work.pending_objects";
+
+/// Creates the queue (idempotent; serialised so that concurrent first runs cannot race).
+pub const PENDING_DDL: &str = "SELECT pg_advisory_xact_lock(1919251317, 0); \
+    CREATE SCHEMA IF NOT EXISTS retentiond_work; \
+    CREATE TABLE IF NOT EXISTS retentiond_work.pending_objects ( \
+      id bigserial PRIMARY KEY, objects_store text NOT NULL, rule text NOT NULL, \
+      category text NOT NULL, subject_kind text, subject_id text, key text NOT NULL, \
+      queued_at timestamptz NOT NULL DEFAULT now(), UNIQUE (objects_store, key))";
+
+/// Whether the queue exists (`$1` unused).
+pub const PENDING_EXISTS: &str =
+    "SELECT to_regclass('retentiond_work.pending_objects') IS NOT NULL";
+
+/// `(id, key, category, subject_kind, subject_id)` of queued objects of store `$1` after id
+/// `$2`, oldest first, at most `$3`.
+pub const PENDING_NEXT: &str = "SELECT id, key, category, subject_kind, subject_id \
+    FROM retentiond_work.pending_objects WHERE objects_store = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// Removes the queue entries `$1` (bigint[]): their objects are gone, or a row still
+/// references them (whoever deletes that row queues the key again).
+pub const PENDING_DONE: &str = "DELETE FROM retentiond_work.pending_objects WHERE id = ANY($1)";
+
+/// The keys of `$1` (text[]) that a row of `table` references in one of `columns`
+/// (`(column, is text[])`).
+pub fn referenced_keys(table: &TableName, columns: &[(Ident, bool)]) -> String {
+    let t = table.quoted();
+    columns
+        .iter()
+        .map(|(c, array)| {
+            let c = c.quoted();
+            if *array {
+                format!(
+                    "SELECT u.k FROM {t} CROSS JOIN LATERAL unnest({c}) AS u(k) \
+                     WHERE {c} && CAST($1 AS text[]) AND u.k = ANY(CAST($1 AS text[]))"
+                )
+            } else {
+                format!("SELECT CAST({c} AS text) FROM {t} WHERE {c} = ANY(CAST($1 AS text[]))")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ")
 }
 
 /// Primary key columns joined as text, or the ctid for keyless tables.
@@ -412,11 +692,6 @@ pub fn key_expr(key_columns: &[Ident]) -> String {
             .collect();
         format!("concat_ws(',', {})", cols.join(", "))
     }
-}
-
-fn fingerprint(cols: &[Ident]) -> String {
-    let list: Vec<String> = cols.iter().map(Ident::quoted).collect();
-    format!("md5(CAST(ROW({}) AS text))", list.join(", "))
 }
 
 fn keys_array(cols: &[Ident]) -> String {
@@ -483,17 +758,20 @@ mod tests {
             not_before: None,
             filter: Some("status = 'resolved'"),
             subject_column: Some(&subj),
+            subject_type: SubjectType::of("bigint"),
             held_ids: &held,
             only_subject: None,
             anonymise: &[],
+            keeps: &[],
+            skip: &[],
         };
-        let st = sel.delete_batch(Batch::First(500));
+        let st = sel.delete_batch(&Batch::First(500));
         assert!(st.sql.contains("FROM \"public\".\"ApiLog\""), "{}", st.sql);
         assert!(st.sql.contains("\"CreatedAt\" < $1"));
         assert!(st.sql.contains("(status = 'resolved')"));
         assert!(st.sql.contains(
-            "AND NOT (\"account_id\" IS NOT NULL AND CAST(\"account_id\" AS text) = ANY($2))"
-        ));
+            "AND NOT (\"account_id\" IS NOT NULL AND \"account_id\" = ANY(CAST($2 AS bigint[])))"
+        ), "{}", st.sql);
         assert!(st.sql.contains("LIMIT $3 FOR UPDATE SKIP LOCKED"));
         assert_eq!(st.params.0.len(), 3);
         assert_eq!(st.params.0[2], Param::BigInt(500));
@@ -511,11 +789,14 @@ mod tests {
             not_before: None,
             filter: None,
             subject_column: None,
+            subject_type: SubjectType::default(),
             held_ids: &[],
             only_subject: None,
             anonymise: &[],
+            keeps: &[],
+            skip: &[],
         };
-        let waiting = sel.delete_batch(Batch::Pages {
+        let waiting = sel.delete_batch(&Batch::Pages {
             from: 80,
             to: 160,
             skip_locked: false,
@@ -526,7 +807,7 @@ mod tests {
         );
         assert_eq!(waiting.params.0[0], Param::Text("(80,0)".into()));
         assert_eq!(waiting.params.0[1], Param::Text("(160,0)".into()));
-        let skipping = sel.delete_batch(Batch::Pages {
+        let skipping = sel.delete_batch(&Batch::Pages {
             from: 80,
             to: 160,
             skip_locked: true,
@@ -537,6 +818,92 @@ mod tests {
                 .ends_with("ctid < CAST($2 AS tid) AND \"at\" < $3 FOR UPDATE SKIP LOCKED))"),
             "{}",
             skipping.sql
+        );
+    }
+
+    #[test]
+    fn another_rules_floor_and_holds_keep_what_it_covers() {
+        let table = TableName::parse("public.docs").unwrap();
+        let age = ident("created_at");
+        let cutoff = Utc::now();
+        let keep = Keep {
+            rule: "invoice-docs".into(),
+            filter: Some("kind = 'invoice'".into()),
+            age_column: ident("issued_on"),
+            age_kind: AgeKind::Date(Tz::UTC),
+            floor_from: Some(cutoff),
+            subject: Some((
+                ident("account_id"),
+                SubjectType::of("integer"),
+                vec!["8".into()],
+            )),
+            category_held: false,
+        };
+        assert!(keep.keeps_anything());
+        let keeps = [keep];
+        let sel = Selection {
+            table: &table,
+            age_column: &age,
+            age_kind: AgeKind::Timestamptz,
+            cutoff: Some(cutoff),
+            not_before: None,
+            filter: None,
+            subject_column: None,
+            subject_type: SubjectType::default(),
+            held_ids: &[],
+            only_subject: None,
+            anonymise: &[],
+            keeps: &keeps,
+            skip: &[],
+        };
+        let st = sel.delete_batch(&Batch::First(10));
+        assert!(
+            st.sql.contains(
+                "AND NOT (COALESCE((kind = 'invoice'), false) AND ((\"issued_on\" IS NULL OR \"issued_on\" >= $2) OR (\"account_id\" IS NOT NULL AND \"account_id\" = ANY(CAST($3 AS bigint[])))))"
+            ),
+            "{}",
+            st.sql
+        );
+        // The count reports the kept rows under the rule that keeps them.
+        assert_eq!(sel.kept_rules(), vec!["invoice-docs".to_string()]);
+        let count = sel.count(false);
+        assert!(
+            count.sql.contains(") AS kept, count(*) FILTER"),
+            "{}",
+            count.sql
+        );
+        // A rule that keeps nothing now adds nothing.
+        let idle = Keep {
+            rule: "promo".into(),
+            filter: None,
+            age_column: ident("created_at"),
+            age_kind: AgeKind::Timestamptz,
+            floor_from: None,
+            subject: Some((ident("account_id"), SubjectType::Text, vec![])),
+            category_held: false,
+        };
+        assert!(!idle.keeps_anything());
+        assert_eq!(idle.cond(&mut Params::default()), None);
+    }
+
+    #[test]
+    fn subject_ids_are_compared_in_the_columns_type() {
+        let uuid = SubjectType::of("uuid");
+        assert_eq!(
+            uuid.normalise("0E8F1C2A-3B4D-4E5F-8A9B-0C1D2E3F4A5B")
+                .unwrap(),
+            "0e8f1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
+        );
+        assert!(uuid.normalise("42").is_err());
+        let int = SubjectType::of("integer");
+        assert_eq!(int.normalise("042").unwrap(), "42");
+        assert!(int.normalise("abc").is_err());
+        assert!(int.normalise("99999999999").is_err());
+        assert_eq!(SubjectType::of("character varying(64)"), SubjectType::Text);
+        assert_eq!(SubjectType::of("text").normalise("A-1").unwrap(), "A-1");
+        assert_eq!(
+            int.normalise_all(&["7".to_string(), "x".into(), "007".into()]),
+            vec!["7".to_string()]
         );
     }
 
@@ -553,14 +920,16 @@ mod tests {
             Param::BigInt(c.timestamp())
         );
         assert_eq!(
-            AgeKind::Date.cutoff_param(c),
+            AgeKind::Date(Tz::UTC).cutoff_param(c),
             Param::Date(NaiveDate::from_ymd_opt(2026, 10, 23).unwrap())
         );
-        assert!(AgeKind::resolve("bigint", AgeFormat::Native).is_err());
-        assert!(AgeKind::resolve("text", AgeFormat::Native).is_err());
-        assert!(AgeKind::resolve("timestamp with time zone", AgeFormat::EpochMillis).is_err());
+        assert!(AgeKind::resolve("bigint", AgeFormat::Native, None).is_err());
+        assert!(AgeKind::resolve("text", AgeFormat::Native, None).is_err());
+        assert!(
+            AgeKind::resolve("timestamp with time zone", AgeFormat::EpochMillis, None).is_err()
+        );
         assert_eq!(
-            AgeKind::resolve("integer", AgeFormat::EpochSeconds).unwrap(),
+            AgeKind::resolve("integer", AgeFormat::EpochSeconds, None).unwrap(),
             AgeKind::EpochSeconds
         );
     }

@@ -58,7 +58,13 @@ pub fn connect_options(name: &str, url: &str) -> Result<PgConnectOptions, StoreE
     })?;
     Ok(opts
         .application_name("retentiond")
-        .options([("lock_timeout", LOCK_TIMEOUT), ("TimeZone", "UTC")]))
+        // Filters and `fixed:` literals are written for standard strings ('\' is a
+        // backslash), as the filter parser reads them: never let a server default differ.
+        .options([
+            ("lock_timeout", LOCK_TIMEOUT),
+            ("TimeZone", "UTC"),
+            ("standard_conforming_strings", "on"),
+        ]))
 }
 
 impl PgStore {
@@ -173,6 +179,17 @@ impl PgStore {
             .rows_affected())
     }
 
+    /// Runs `st`, a statement that returns one `count(*)`, and returns that count.
+    pub async fn fetch_count(&self, st: &Statement) -> Result<u64, sqlx::Error> {
+        let n: i64 = sqlx::Row::try_get(&self.fetch_one(st).await?, 0)?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Runs SQL text without parameters (DDL from `pg_sql`, possibly several statements).
+    pub async fn execute_script(&self, sql: &str) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sql).execute(&self.pool).await.map(|_| ())
+    }
+
     /// Runs one batch statement in its own transaction, waiting at most `lock_wait` for
     /// a lock (a row the application holds), and returns the rows it affected.
     ///
@@ -241,6 +258,7 @@ pub fn bind<'q>(
             Param::BigInt(v) => q.bind(*v),
             Param::Text(v) => q.bind(v.as_str()),
             Param::TextArray(v) => q.bind(v.as_slice()),
+            Param::BigIntArray(v) => q.bind(v.as_slice()),
             Param::Bytea(v) => q.bind(v.as_slice()),
         };
     }

@@ -620,12 +620,14 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// The reference a delete needs. The "null" version of an unversioned object is
-    /// deleted by key.
+    /// The reference a delete needs, with the listed version id as it is. On a versioned
+    /// (or suspended) bucket the `"null"` version, written before versioning was enabled,
+    /// is deleted by `VersionId=null`: a key-only request would add a delete marker that
+    /// hides the current version and leaves the old data in place.
     pub fn to_ref(&self) -> ObjectRef {
         ObjectRef {
             key: self.key.clone(),
-            version_id: self.version_id.clone().filter(|v| v != "null"),
+            version_id: self.version_id.clone(),
             size: self.size,
         }
     }

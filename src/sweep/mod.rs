@@ -8,6 +8,8 @@
 pub mod decide;
 mod objects;
 mod partitions;
+mod protect;
+pub use protect::{overlaps, Overlap};
 mod table;
 
 use std::sync::Arc;
@@ -338,6 +340,52 @@ impl Engine {
         );
         rr.report
     }
+}
+
+/// How many rows of `t` a hold on `target` covers now (the rule's filter applied).
+pub async fn count_covered(
+    pg: &crate::store::PgStore,
+    t: &crate::config::TableTarget,
+    target: &crate::audit::holds::HoldTarget,
+) -> Result<u64, String> {
+    use crate::audit::holds::HoldTarget;
+    use crate::store::pg_sql::{AgeKind, Selection, SubjectType};
+    let info = pg
+        .describe(&t.table)
+        .await
+        .map_err(|e| crate::preflight::db_message(&e))?
+        .ok_or_else(|| format!("table {} does not exist", t.table))?;
+    let (subject_type, id) = match (target, &t.subject) {
+        (HoldTarget::Subject { id, .. }, Some(s)) => {
+            let ty = protect::subject_type(&info, s);
+            let id = ty
+                .normalise(id)
+                .map_err(|e| format!("the hold protects nothing in {}: subject {e}", t.table))?;
+            (ty, Some(id))
+        }
+        _ => (SubjectType::default(), None),
+    };
+    let sel = Selection {
+        table: &t.table,
+        age_column: &t.age_column,
+        age_kind: AgeKind::Timestamptz,
+        cutoff: None,
+        not_before: None,
+        filter: t.filter.as_deref(),
+        subject_column: t.subject.as_ref().map(|s| &s.column),
+        subject_type,
+        held_ids: &[],
+        only_subject: id.as_deref(),
+        anonymise: &[],
+        keeps: &[],
+        skip: &[],
+    };
+    let row = pg
+        .fetch_one(&sel.count(false))
+        .await
+        .map_err(|e| crate::preflight::db_message(&e))?;
+    let n: i64 = sqlx::Row::try_get(&row, 0).map_err(|e| e.to_string())?;
+    Ok(n.max(0) as u64)
 }
 
 /// The run's status from its rules' statuses.

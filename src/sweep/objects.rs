@@ -1,18 +1,27 @@
 //! Object storage: prefix rules (streamed listing, versions, Object Lock, multipart) and
-//! objects linked from table rows (objects first, rows only once their objects are gone).
+//! objects linked from table rows (rows first, their keys queued in the same
+//! transaction, then the objects that nothing references any more).
+//!
+//! Neither path deletes an object that a row of a table rule with `objects` in the same
+//! store still references (young rows, held subjects' rows, rows that cannot be deleted).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use sqlx::Row;
 
-use super::decide::{due_versions, excluded, BatchSizing};
-use super::{Mode, RuleRun, SAMPLE_SIZE};
-use crate::config::{Objects, PrefixTarget};
+use super::decide::{due_versions, excluded};
+use super::table::{error_ref, run_split, with_retry, Batches, Scope};
+use super::{Engine, Mode, RuleRun, SAMPLE_SIZE};
+use crate::audit::holds::HoldSet;
+use crate::config::{Objects, PrefixTarget, TableName, Target};
 use crate::preflight::db_message;
-use crate::store::pg_sql::Selection;
+use crate::store::pg_sql::{
+    referenced_keys, Batch, Param, Params, QueueTarget, Statement, PENDING_DDL, PENDING_DONE,
+    PENDING_NEXT,
+};
 use crate::store::s3::{BucketInfo, BulkDelete, Listed, ObjectRef, S3Store, MAX_KEYS_PER_DELETE};
 use crate::store::PgStore;
 
@@ -36,6 +45,10 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
         Ok(h) => h,
         Err(e) => return fail(rr, format!("cannot read holds: {e}")),
     };
+    let refs = match References::load(rr.engine, &rr.rule.store).await {
+        Ok(r) => r,
+        Err(e) => return fail(rr, e),
+    };
     rr.report
         .details
         .insert("versioned".into(), bucket.versioned.into());
@@ -49,7 +62,7 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
     let count_first = rr.mode == Mode::DryRun || category_hold.is_some() || guarded;
     if count_first {
         let mut totals = Tally::default();
-        if let Err(e) = walk(rr, &s3, p, bucket, cutoff, true, &mut totals).await {
+        if let Err(e) = walk(rr, &s3, p, bucket, cutoff, &refs, true, &mut totals).await {
             return fail(rr, e);
         }
         rr.report.samples = totals.samples.clone();
@@ -88,7 +101,8 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
     }
     // Enforce: delete as pages arrive (memory stays flat).
     let mut done = Tally::default();
-    if let Err(e) = walk(rr, &s3, p, bucket, cutoff, false, &mut done).await {
+    rr.report.referenced = 0;
+    if let Err(e) = walk(rr, &s3, p, bucket, cutoff, &refs, false, &mut done).await {
         rr.error(e);
         rr.report.status = if rr.report.deleted > 0 {
             "partial"
@@ -119,13 +133,16 @@ struct Tally {
 }
 
 /// Lists the prefix page by page. With `count_only` it only tallies what is due; else
-/// it deletes due versions in chunks, several requests in flight.
+/// it deletes due versions in chunks, several requests in flight. Objects that a row
+/// still references are left out either way, and counted in `referenced`.
+#[allow(clippy::too_many_arguments)]
 async fn walk(
     rr: &mut RuleRun<'_>,
     s3: &S3Store,
     p: &PrefixTarget,
     bucket: BucketInfo,
     cutoff: DateTime<Utc>,
+    refs: &References,
     count_only: bool,
     tally: &mut Tally,
 ) -> Result<(), String> {
@@ -190,10 +207,15 @@ async fn walk(
             .await;
         }
         if !count_only && (pending.len() >= flush_at || !more) {
-            let batch = std::mem::take(&mut pending);
+            let mut batch = std::mem::take(&mut pending);
+            leave_referenced(rr, refs, &mut batch).await?;
             apply(rr, s3, p, batch).await;
         }
         if count_only {
+            let before: (usize, u64) = (pending.len(), pending.iter().map(|o| o.size).sum());
+            leave_referenced(rr, refs, &mut pending).await?;
+            tally.due -= (before.0 - pending.len()) as u64;
+            tally.bytes -= before.1 - pending.iter().map(|o| o.size).sum::<u64>();
             pending.clear();
         }
         if !more {
@@ -266,6 +288,23 @@ async fn consider(
     pending.extend(due);
 }
 
+/// Takes out of `batch` the objects a row still references, counting their keys.
+async fn leave_referenced(
+    rr: &mut RuleRun<'_>,
+    refs: &References,
+    batch: &mut Vec<ObjectRef>,
+) -> Result<(), String> {
+    let mut keys: Vec<String> = batch.iter().map(|o| o.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    let referenced = refs.referenced(&keys).await.map_err(|e| {
+        format!("cannot check which objects rows still reference; nothing was deleted: {e}")
+    })?;
+    batch.retain(|o| !referenced.contains(&o.key));
+    rr.report.referenced += referenced.len() as u64;
+    Ok(())
+}
+
 async fn apply(rr: &mut RuleRun<'_>, s3: &S3Store, p: &PrefixTarget, batch: Vec<ObjectRef>) {
     if batch.is_empty() {
         return;
@@ -329,35 +368,69 @@ async fn multipart(rr: &mut RuleRun<'_>, s3: &S3Store, p: &PrefixTarget, now: Da
         .insert("multipart_cutoff".into(), cutoff.to_rfc3339().into());
 }
 
-/// Deletes due rows of one table whose objects are gone, objects first. Returns false
-/// when the rule must stop (shutdown or a database failure).
+/// Deletes the due rows of one table that has linked objects, then their objects.
+///
+/// Each batch deletes its rows and queues their keys in the same transaction
+/// ([`Selection::delete_batch_queued`]); the queue is then drained: an object goes only
+/// when no row of any table rule with `objects` in its store references it any more, and
+/// no hold covers the row it belonged to. A crash leaves either rows with their objects,
+/// or keys in the queue that the next run deletes. Returns false when the rule must stop.
 pub(crate) async fn run_linked(
     rr: &mut RuleRun<'_>,
     pg: &PgStore,
-    selection: &Selection<'_>,
+    scope: &Scope<'_>,
+    table: &TableName,
     objects: &Objects,
-    bucket: BucketInfo,
-    size: &mut u32,
-    sizing: BatchSizing,
+    run: &mut Batches,
 ) -> bool {
     let s3 = rr.engine.stores.s3(&objects.store).clone();
-    let mut skip: Vec<String> = Vec::new();
-    let mut objects_deleted = rr
-        .report
-        .details
-        .get("objects_deleted")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
-    loop {
-        if rr.cancelled() {
-            rr.report.status = "interrupted".into();
+    let bucket = scope.p.objects_bucket.unwrap_or_default();
+    if let Err(e) = with_retry(|| pg.execute_script(PENDING_DDL)).await {
+        fail(
+            rr,
+            format!(
+                "cannot create the queue of objects to delete: {}",
+                db_message(&e)
+            ),
+        );
+        return false;
+    }
+    let refs = match References::load(rr.engine, &objects.store).await {
+        Ok(r) => r,
+        Err(e) => {
+            fail(rr, e);
             return false;
         }
+    };
+    let mut drain = Drain::new(pg, &s3, bucket, &refs, &objects.store);
+    // Objects whose rows an earlier run deleted come first.
+    let mut go_on = drain.run(rr).await;
+    let queue = QueueTarget {
+        objects_store: &objects.store,
+        rule: &rr.rule.name,
+        category: &rr.rule.category,
+        subject_kind: scope.t.subject.as_ref().map(|s| s.kind.as_str()),
+        key_columns: &objects.key_columns,
+    };
+    while go_on {
+        if rr.cancelled() {
+            rr.report.status = "interrupted".into();
+            go_on = false;
+            break;
+        }
+        let Some(holds) = run.enter(rr, scope).await else {
+            go_on = false;
+            break;
+        };
+        let selection = scope.selection(table, &holds, &run.skip);
+        let limit = i64::from(run.size);
+        let batch = Batch::First(limit);
+        let statement = |b: &Batch| selection.delete_batch_queued(b, &queue);
         let started = Instant::now();
-        let limit = i64::from(*size);
-        let st = selection.select_with_objects(&objects.key_columns, &skip, limit);
-        let rows = match super::table::with_retry(|| pg.fetch_all(&st)).await {
-            Ok(r) => r,
+        let result = run_split(pg, &selection, &batch, &statement, true, run.sizing.target).await;
+        run.guard.leave().await;
+        let done = match result {
+            Ok(d) => d,
             Err(e) => {
                 rr.report.status = if rr.report.deleted > 0 {
                     "partial"
@@ -365,25 +438,148 @@ pub(crate) async fn run_linked(
                     "failed"
                 }
                 .into();
-                rr.error(format!("reading rows failed: {}", db_message(&e)));
+                rr.error(format!("deleting rows failed: {}", error_ref(&e)));
+                go_on = false;
+                break;
+            }
+        };
+        let taken = done.changed + done.bad.len() as u64;
+        let changed = done.changed;
+        run.done(rr, done, started.elapsed());
+        if changed > 0 && !drain.run(rr).await {
+            go_on = false;
+        }
+        if taken < limit as u64 {
+            break;
+        }
+    }
+    drain.report(rr);
+    if rr.report.failed > 0 && rr.report.status == "succeeded" {
+        rr.report.status = "partial".into();
+    }
+    go_on
+}
+
+/// What draining the queue did, over one rule's run.
+struct Drain<'a> {
+    pg: &'a PgStore,
+    s3: &'a S3Store,
+    bucket: BucketInfo,
+    refs: &'a References,
+    store: &'a str,
+    /// Queue entries up to this id were tried this run.
+    after: i64,
+    versions_deleted: u64,
+    /// Kept by Object Lock or by a hold on the row's subject or category; stay queued.
+    held: u64,
+    /// Kept because a row still references them; leave the queue.
+    referenced: u64,
+}
+
+impl<'a> Drain<'a> {
+    fn new(
+        pg: &'a PgStore,
+        s3: &'a S3Store,
+        bucket: BucketInfo,
+        refs: &'a References,
+        store: &'a str,
+    ) -> Self {
+        Self {
+            pg,
+            s3,
+            bucket,
+            refs,
+            store,
+            after: 0,
+            versions_deleted: 0,
+            held: 0,
+            referenced: 0,
+        }
+    }
+
+    /// Deletes the queued objects not yet tried this run. False when the rule must stop.
+    async fn run(&mut self, rr: &mut RuleRun<'_>) -> bool {
+        loop {
+            let st = pending_next(self.store, self.after, 1000);
+            let rows = match with_retry(|| self.pg.fetch_all(&st)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    rr.report.status = "partial".into();
+                    rr.error(format!("cannot read the object queue: {}", db_message(&e)));
+                    return false;
+                }
+            };
+            let entries: Vec<Pending> = rows
+                .iter()
+                .filter_map(|r| {
+                    Some(Pending {
+                        id: r.try_get(0).ok()?,
+                        key: r.try_get(1).ok()?,
+                        category: r.try_get(2).ok()?,
+                        subject_kind: r.try_get(3).ok()?,
+                        subject_id: r.try_get(4).ok()?,
+                    })
+                })
+                .collect();
+            let Some(last) = entries.last() else {
+                return true;
+            };
+            self.after = last.id;
+            let mut guard = rr.engine.audit.hold_guard();
+            let holds = match guard.enter(&rr.engine.audit).await {
+                Ok(h) => h,
+                Err(e) => {
+                    guard.leave().await;
+                    rr.report.status = "partial".into();
+                    rr.error(format!("cannot read holds: {}", db_message(&e)));
+                    return false;
+                }
+            };
+            let ok = self.delete(rr, entries, &holds).await;
+            guard.leave().await;
+            if !ok {
+                return false;
+            }
+        }
+    }
+
+    /// Deletes the objects of `entries` that nothing keeps, under the holds lock.
+    async fn delete(
+        &mut self,
+        rr: &mut RuleRun<'_>,
+        entries: Vec<Pending>,
+        holds: &HoldSet,
+    ) -> bool {
+        let (kept, free): (Vec<Pending>, Vec<Pending>) =
+            entries.into_iter().partition(|e| e.held(holds));
+        self.held += kept.len() as u64;
+        let keys: Vec<String> = free.iter().map(|e| e.key.clone()).collect();
+        let referenced = match self.refs.referenced(&keys).await {
+            Ok(r) => r,
+            Err(e) => {
+                rr.report.status = "partial".into();
+                rr.error(format!(
+                    "cannot check which objects rows still reference; none deleted: {e}"
+                ));
                 return false;
             }
         };
-        if rows.is_empty() {
-            break;
+        let mut done: Vec<i64> = Vec::new();
+        let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+        for e in free {
+            if referenced.contains(&e.key) {
+                // Whoever deletes the referencing row queues the key again.
+                self.referenced += 1;
+                done.push(e.id);
+            } else {
+                by_key.entry(e.key).or_default().push(e.id);
+            }
         }
-        let fetched = rows.len();
-        let rows: Vec<(String, String, Vec<String>)> = rows
-            .iter()
-            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?, r.try_get(2).ok()?)))
-            .collect();
-        // Resolve every key to the versions that exist, then delete them all.
-        let mut keys: Vec<String> = rows.iter().flat_map(|r| r.2.iter().cloned()).collect();
-        keys.sort();
-        keys.dedup();
+        let keys: Vec<String> = by_key.keys().cloned().collect();
+        let bucket = self.bucket;
         let listed: Vec<(String, Result<Vec<Listed>, String>)> = stream::iter(keys)
             .map(|k| {
-                let s3 = s3.clone();
+                let s3 = self.s3.clone();
                 async move {
                     let r = if bucket.versioned {
                         s3.versions_of(&k).await
@@ -393,7 +589,7 @@ pub(crate) async fn run_linked(
                     (k, r.map_err(|e| e.to_string()))
                 }
             })
-            .buffer_unordered(s3.max_in_flight * 4)
+            .buffer_unordered(self.s3.max_in_flight * 4)
             .collect()
             .await;
         let mut state: HashMap<String, KeyState> = HashMap::new();
@@ -417,8 +613,8 @@ pub(crate) async fn run_linked(
                 }
             }
         }
-        let result = s3.delete_all(to_delete, false).await;
-        objects_deleted += result.deleted.len() as u64;
+        let result = self.s3.delete_all(to_delete, false).await;
+        self.versions_deleted += result.deleted.len() as u64;
         rr.report.bytes += result.deleted.iter().map(|o| o.size).sum::<u64>();
         for o in &result.held {
             state.insert(o.key.clone(), KeyState::Held);
@@ -430,74 +626,172 @@ pub(crate) async fn run_linked(
             let key = key_ref(rr, &o.key);
             rr.error(format!("{key}: {e}"));
         }
-        // Only rows whose every object is confirmed gone are deleted.
-        let (mut ctids, mut fps) = (Vec::new(), Vec::new());
-        for (ctid, fp, keys) in &rows {
-            let worst = keys
-                .iter()
-                .map(|k| state.get(k).copied().unwrap_or(KeyState::Failed))
-                .max()
-                .unwrap_or(KeyState::Gone);
-            match worst {
-                KeyState::Gone => {
-                    ctids.push(ctid.clone());
-                    fps.push(fp.clone());
-                }
-                KeyState::Held => {
-                    rr.report.held += 1;
-                    skip.push(ctid.clone());
-                }
-                KeyState::Failed => {
-                    rr.report.failed += 1;
-                    skip.push(ctid.clone());
-                }
+        for (k, ids) in by_key {
+            match state.get(&k).copied().unwrap_or(KeyState::Failed) {
+                KeyState::Gone => done.extend(ids),
+                // Object Lock: stays queued until its retention ends.
+                KeyState::Held => self.held += 1,
+                KeyState::Failed => rr.report.failed += 1,
             }
         }
-        if !ctids.is_empty() {
-            let st = selection.delete_rows(&objects.key_columns, ctids, fps);
-            let attempted = ctids_len(&st);
-            match super::table::with_retry(|| pg.execute(&st)).await {
-                Ok(n) => {
-                    rr.report.deleted += n;
-                    if n < attempted {
-                        // Rows changed since they were read: they stay for the next run
-                        // (their objects are gone, which the next run sees as absent).
-                        tracing::debug!(
-                            skipped = attempted - n,
-                            "rows changed concurrently; left for the next run"
-                        );
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    crate::metrics::record_batch(&rr.rule.name, "delete", n);
-                }
-                Err(e) => {
-                    // The objects are gone; the rows stay and the next run removes them.
-                    rr.report.status = "partial".into();
-                    rr.error(format!("deleting rows failed: {}", db_message(&e)));
-                    return false;
-                }
+        if !done.is_empty() {
+            let st = pending_done(done);
+            if let Err(e) = with_retry(|| self.pg.execute(&st)).await {
+                // The objects are gone; the entries go on the next run (absent is gone).
+                rr.error(format!(
+                    "cannot update the object queue: {}",
+                    db_message(&e)
+                ));
             }
         }
-        *size = sizing.next(*size, started.elapsed());
-        if fetched < limit as usize {
-            break;
+        true
+    }
+
+    fn report(&self, rr: &mut RuleRun<'_>) {
+        let d = &mut rr.report.details;
+        let before = d
+            .get("objects_deleted")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        d.insert(
+            "objects_deleted".into(),
+            (before + self.versions_deleted).into(),
+        );
+        if self.held > 0 {
+            d.insert("objects_held".into(), self.held.into());
+        }
+        if self.referenced > 0 {
+            d.insert("objects_kept_referenced".into(), self.referenced.into());
         }
     }
-    rr.report
-        .details
-        .insert("objects_deleted".into(), objects_deleted.into());
-    if rr.report.failed > 0 && rr.report.status == "succeeded" {
-        rr.report.status = "partial".into();
-    }
-    true
 }
 
-fn ctids_len(st: &crate::store::pg_sql::Statement) -> u64 {
-    match st.params.0.first() {
-        Some(crate::store::pg_sql::Param::TextArray(v)) => v.len() as u64,
-        _ => 0,
+/// One queued object.
+struct Pending {
+    id: i64,
+    key: String,
+    category: String,
+    subject_kind: Option<String>,
+    subject_id: Option<String>,
+}
+
+impl Pending {
+    /// Whether a hold covers the row this object belonged to.
+    fn held(&self, holds: &HoldSet) -> bool {
+        if holds.category(&self.category).is_some() {
+            return true;
+        }
+        match (&self.subject_kind, &self.subject_id) {
+            (Some(kind), Some(id)) => holds.subject_ids(kind).iter().any(|h| same_subject(h, id)),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a hold's id and a row's subject (its column's text) name the same subject:
+/// equal as text, as integers (`042` is 42) or as uuids (in any case).
+fn same_subject(hold: &str, row: &str) -> bool {
+    let (h, r) = (hold.trim(), row.trim());
+    if h == r {
+        return true;
+    }
+    if let (Ok(a), Ok(b)) = (h.parse::<i64>(), r.parse::<i64>()) {
+        return a == b;
+    }
+    matches!((uuid::Uuid::parse_str(h), uuid::Uuid::parse_str(r)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Every table that can reference objects of one s3 store: the tables of all table
+/// rules (enabled or not) whose `objects` use it.
+pub(crate) struct References {
+    queries: Vec<(PgStore, String)>,
+}
+
+impl References {
+    /// Reads the key columns' types of every referencing table. A table that cannot be
+    /// read is an error: an object it might reference must not be deleted.
+    pub(crate) async fn load(engine: &Engine, store: &str) -> Result<Self, String> {
+        let mut queries = Vec::new();
+        for rule in &engine.config.rules {
+            let Target::Table(t) = &rule.target else {
+                continue;
+            };
+            let Some(o) = t.objects.as_ref().filter(|o| o.store == store) else {
+                continue;
+            };
+            let Some(pg) = engine.stores.pg.get(&rule.store) else {
+                return Err(format!(
+                    "rule `{}` references objects in `{store}` but its store `{}` is not connected",
+                    rule.name, rule.store
+                ));
+            };
+            let info = match pg.describe(&t.table).await {
+                Ok(Some(i)) => i,
+                Ok(None) => {
+                    return Err(format!(
+                        "rule `{}` references objects in `{store}` but table {} does not exist",
+                        rule.name, t.table
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read the catalog of {} (rule `{}`): {}",
+                        t.table,
+                        rule.name,
+                        db_message(&e)
+                    ))
+                }
+            };
+            let mut cols = Vec::new();
+            for c in &o.key_columns {
+                let Some(ci) = info.columns.get(c.as_str()) else {
+                    return Err(format!(
+                        "rule `{}`: key column {}.{c} does not exist",
+                        rule.name, t.table
+                    ));
+                };
+                cols.push((c.clone(), ci.type_name.ends_with("[]")));
+            }
+            queries.push((pg.clone(), referenced_keys(&t.table, &cols)));
+        }
+        Ok(Self { queries })
+    }
+
+    /// The keys of `keys` that some row still references.
+    pub(crate) async fn referenced(&self, keys: &[String]) -> Result<HashSet<String>, String> {
+        let mut out = HashSet::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        for (pg, sql) in &self.queries {
+            let st = Statement {
+                sql: sql.clone(),
+                params: Params(vec![Param::TextArray(keys.to_vec())]),
+            };
+            let rows = with_retry(|| pg.fetch_all(&st))
+                .await
+                .map_err(|e| db_message(&e))?;
+            out.extend(rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()));
+        }
+        Ok(out)
+    }
+}
+
+fn pending_next(store: &str, after: i64, limit: i64) -> Statement {
+    Statement {
+        sql: PENDING_NEXT.into(),
+        params: Params(vec![
+            Param::Text(store.into()),
+            Param::BigInt(after),
+            Param::BigInt(limit),
+        ]),
+    }
+}
+
+fn pending_done(ids: Vec<i64>) -> Statement {
+    Statement {
+        sql: PENDING_DONE.into(),
+        params: Params(vec![Param::BigIntArray(ids)]),
     }
 }
 

@@ -3,25 +3,27 @@
 //!
 //! A leaf goes whole only when the table is RANGE-partitioned on exactly the age column,
 //! the leaf's upper bound is at or before the cutoff (so every row in it is due), the
-//! rule has no `filter` (rows outside the filter must stay), and no row in it is held.
+//! rule has no `filter` (rows outside the filter must stay), and no row in it is held or
+//! kept by another rule on the table (its floor, its holds). That last check is made
+//! under the holds lock, right before the leaf is detached.
 
 use sqlx::Row;
 
+use super::table::{BatchHolds, Scope};
 use super::{Mode, RuleRun};
-use crate::config::{Ident, PartitionMode, TableName, TableTarget};
-use crate::preflight::{db_message, PreparedTable};
-use crate::store::pg_sql::{partitions as sql, Selection};
+use crate::config::{Ident, PartitionMode, TableName};
+use crate::preflight::db_message;
+use crate::store::pg_sql::partitions as sql;
 use crate::store::PgStore;
 
 /// Removes whole expired leaves; returns those no longer to be swept row by row.
 pub(crate) async fn remove_expired(
     rr: &mut RuleRun<'_>,
     pg: &PgStore,
-    t: &TableTarget,
-    p: &PreparedTable,
+    scope: &Scope<'_>,
     cutoff: chrono::DateTime<chrono::Utc>,
-    held_ids: &[String],
 ) -> Vec<TableName> {
+    let (t, p) = (scope.t, scope.p);
     let Some(mode) = &t.partitions else {
         return Vec::new();
     };
@@ -100,34 +102,26 @@ pub(crate) async fn remove_expired(
         if !expired {
             continue;
         }
-        // A hold on any row of the partition keeps the whole partition: row deletes there.
-        if !held_ids.is_empty() {
-            let sel = Selection {
-                table: &leaf,
-                age_column: &t.age_column,
-                age_kind: p.age_kind,
-                cutoff: Some(cutoff),
-                not_before: None,
-                filter: None,
-                subject_column: t.subject.as_ref().map(|s| &s.column),
-                held_ids,
-                only_subject: None,
-                anonymise: &[],
+        // In a dry-run, a row held or kept by another rule keeps the whole partition
+        // (an enforcing run checks again under the holds lock, right before detaching).
+        if rr.mode == Mode::DryRun {
+            let holds = match rr.engine.audit.holds_now().await {
+                Ok(h) => scope.holds(&h, &rr.rule.category),
+                Err(e) => {
+                    rr.error(format!("cannot read holds: {}", db_message(&e)));
+                    continue;
+                }
             };
-            let held: i64 = match pg
-                .fetch_one(&sel.count(false))
-                .await
-                .and_then(|r| r.try_get(1))
-            {
-                Ok(h) => h,
+            match kept_rows(pg, scope, &leaf, &holds).await {
+                Ok(0) => {}
+                Ok(_) => {
+                    blocked.push(leaf.to_string());
+                    continue;
+                }
                 Err(e) => {
                     rr.error(format!("cannot check holds in {leaf}: {}", db_message(&e)));
                     continue;
                 }
-            };
-            if held > 0 {
-                blocked.push(leaf.to_string());
-                continue;
             }
         }
         due_names.push(leaf.to_string());
@@ -139,14 +133,44 @@ pub(crate) async fn remove_expired(
     // Each leaf is detached, then counted (no row can arrive once it is detached), then
     // dropped, kept or archived. Counting the next leaf overlaps removing the previous one.
     let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<i64, sqlx::Error>>)> = None;
+    let mut guard = rr.engine.audit.hold_guard();
     for leaf in eligible {
         if rr.cancelled() {
             break;
         }
-        if let Err(e) = sqlx::raw_sql(&sql::detach(&t.table, &leaf, !has_default))
-            .execute(&pg.pool)
-            .await
-        {
+        // Holds apply at once: the leaf goes only if, under the holds lock, no row in it
+        // is held or kept by another rule; the lock is held until it is detached.
+        let holds = match guard.enter(&rr.engine.audit).await {
+            Ok(h) => scope.holds(&h, &rr.rule.category),
+            Err(e) => {
+                guard.leave().await;
+                rr.error(format!("cannot read holds: {}", db_message(&e)));
+                break;
+            }
+        };
+        if holds.category_hold.is_some() {
+            guard.leave().await;
+            break;
+        }
+        match kept_rows(pg, scope, &leaf, &holds).await {
+            Ok(0) => {}
+            Ok(_) => {
+                guard.leave().await;
+                due_names.retain(|n| *n != leaf.to_string());
+                blocked.push(leaf.to_string());
+                continue;
+            }
+            Err(e) => {
+                guard.leave().await;
+                rr.error(format!("cannot check holds in {leaf}: {}", db_message(&e)));
+                continue;
+            }
+        }
+        let detached = pg
+            .execute_script(&sql::detach(&t.table, &leaf, !has_default))
+            .await;
+        guard.leave().await;
+        if let Err(e) = detached {
             rr.error(format!(
                 "cannot detach partition {leaf}: {}",
                 db_message(&e)
@@ -184,6 +208,22 @@ pub(crate) async fn remove_expired(
             .insert("partitions_kept_for_holds".into(), blocked.into());
     }
     gone
+}
+
+/// Rows of `leaf` that are held, or kept by another rule on the table.
+async fn kept_rows(
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    leaf: &TableName,
+    holds: &BatchHolds,
+) -> Result<u64, sqlx::Error> {
+    let mut sel = scope.selection(leaf, holds, &[]);
+    // Every row of an expired leaf counts, whatever its age.
+    sel.cutoff = None;
+    let row = pg.fetch_one(&sel.count(false)).await?;
+    let held: i64 = row.try_get(1)?;
+    let kept: i64 = row.try_get(3)?;
+    Ok((held + kept).max(0) as u64)
 }
 
 /// Records the detached `leaf`'s row count, then drops, keeps or archives it. Without a

@@ -1,6 +1,7 @@
 //! Table rules: count, guard, then batches of deletes or anonymising updates, each its
 //! own short transaction; linked objects go before their rows.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -9,20 +10,86 @@ use sqlx::Row;
 use tracing::{debug, warn};
 
 use super::decide::{self, BatchSizing, Walk};
+use super::protect::Protection;
 use super::{Mode, RuleRun, SAMPLE_SIZE};
 use crate::anonymise::hmac_pads;
+use crate::audit::holds::{HoldGuard, HoldSet};
 use crate::config::{Action, TableName, TableTarget};
 use crate::preflight::{db_message, PreparedTable};
-use crate::store::pg_sql::{hmac_names, Batch, Selection, Statement, HEAP_SHAPE};
+use crate::store::pg_sql::{hmac_names, Batch, Keep, Selection, Statement, HEAP_SHAPE};
 use crate::store::PgStore;
 
 /// Attempts per batch before the rule gives up (connection loss, lock timeout).
 const BATCH_ATTEMPTS: u32 = 4;
 
+/// What every batch of one table rule builds its selection from. Holds are not here:
+/// each batch reads them afresh, under the holds lock.
+pub(crate) struct Scope<'a> {
+    pub t: &'a TableTarget,
+    pub p: &'a PreparedTable,
+    pub protection: Protection<'a>,
+    /// The rule's clock.
+    pub now: DateTime<Utc>,
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Erasure: the subject id as its column spells it.
+    pub only_subject: Option<String>,
+}
+
+/// The holds in force for one batch, resolved for the rule's table.
+pub(crate) struct BatchHolds {
+    pub held_ids: Vec<String>,
+    pub keeps: Vec<Keep>,
+    pub category_hold: Option<i64>,
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn holds(&self, holds: &HoldSet, category: &str) -> BatchHolds {
+        BatchHolds {
+            held_ids: self.protection.held_ids(holds),
+            keeps: self.protection.keeps(self.now, holds),
+            category_hold: holds.category(category),
+        }
+    }
+
+    pub(crate) fn selection<'s>(
+        &'s self,
+        table: &'s TableName,
+        holds: &'s BatchHolds,
+        skip: &'s [String],
+    ) -> Selection<'s> {
+        Selection {
+            table,
+            age_column: &self.t.age_column,
+            age_kind: self.p.age_kind,
+            cutoff: self.cutoff,
+            not_before: None,
+            filter: self.t.filter.as_deref(),
+            subject_column: self.t.subject.as_ref().map(|s| &s.column),
+            subject_type: self.protection.own_subject_type(),
+            held_ids: &holds.held_ids,
+            only_subject: self.only_subject.as_deref(),
+            anonymise: &self.p.anonymise,
+            keeps: &holds.keeps,
+            skip,
+        }
+    }
+}
+
+/// The rows one batch changed, and those it could not.
+#[derive(Debug, Default)]
+pub(crate) struct BatchDone {
+    /// Rows deleted or anonymised.
+    pub changed: u64,
+    /// Rows the statement could not change (foreign key, trigger, CHECK, bad value).
+    pub bad: Vec<String>,
+    /// The first such error, without values: SQLSTATE, constraint, table, column.
+    pub first_error: Option<String>,
+}
+
 pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable) {
     let pg = rr.engine.stores.pg(&rr.rule.store).clone();
     let config = rr.engine.config.clone();
-    let category = config.category_of(rr.rule);
+    let category = config.category_of(rr.rule).clone();
     let now = match rr.as_of {
         Some(t) => t,
         None => match with_retry(|| pg.now()).await {
@@ -36,29 +103,44 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         },
     };
     // A sweep removes what is past its cutoff. An erasure removes the subject's records
-    // whatever their age, except that a delete never reaches inside the legal floor;
-    // an anonymising rule may anonymise inside it (the record stays, de-identified).
-    let cutoff = match (&rr.erase, rr.rule.action) {
-        (None, _) => match decide::cutoff(now, &rr.rule.retain, category.min_retain.as_ref()) {
+    // whatever their age, but never inside the legal floor of the rule's category,
+    // whether it deletes or anonymises; other rules' floors are kept by the protection.
+    let cutoff = match &rr.erase {
+        None => match decide::cutoff(now, &rr.rule.retain, category.min_retain.as_ref()) {
             Some(c) => Some(c),
             None => return fail(rr, "the cutoff is out of range"),
         },
-        (Some(_), Action::Anonymise) => None,
-        (Some(_), Action::Delete) => category.min_retain.and_then(|f| f.before(now)),
+        Some(_) => match category.min_retain {
+            None => None,
+            Some(f) => match f.before(now) {
+                Some(c) => Some(c),
+                None => return fail(rr, "the floor's cutoff is out of range"),
+            },
+        },
     };
     rr.report.cutoff = cutoff;
-    let only_subject = rr.erase.as_ref().map(|(_, id)| id.clone());
-
-    let held_ids = match &t.subject {
-        Some(s) => match rr.engine.audit.held_subjects(&s.kind).await {
-            Ok(ids) => ids,
-            Err(e) => return fail(rr, format!("cannot read holds: {e}")),
-        },
-        None => Vec::new(),
+    let protection = match Protection::new(&config, rr.rule, t, &p.info) {
+        Ok(pr) => pr,
+        Err(e) => return fail(rr, e),
     };
-    let category_hold = match rr.engine.audit.category_hold(&rr.rule.category).await {
-        Ok(h) => h,
-        Err(e) => return fail(rr, format!("cannot read holds: {e}")),
+    let only_subject = match &rr.erase {
+        Some((_, id)) => match protection.own_subject_type().normalise(id) {
+            Ok(v) => Some(v),
+            Err(e) => return fail(rr, format!("subject {e}")),
+        },
+        None => None,
+    };
+    let scope = Scope {
+        t,
+        p,
+        protection,
+        now,
+        cutoff,
+        only_subject,
+    };
+    let start_holds = match rr.engine.audit.holds_now().await {
+        Ok(h) => scope.holds(&h, &rr.rule.category),
+        Err(e) => return fail(rr, format!("cannot read holds: {}", db_message(&e))),
     };
     let hmac = if p.uses_hmac {
         let key = std::env::var(&config.hmac_key_env).unwrap_or_default();
@@ -67,60 +149,33 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         None
     };
     let mut tables = p.info.work_tables(&t.table);
-    macro_rules! selection {
-        ($table:expr) => {
-            make_selection($table, t, p, cutoff, &held_ids, only_subject.as_deref())
-        };
-    }
 
     // Count what is due (exact, the same selection the batches use).
     let guarded = rr.erase.is_none() && rr.rule.max_delete.is_some() && !rr.allow_mass_delete;
-    let needs_count = rr.mode == Mode::DryRun || category_hold.is_some() || guarded;
+    let needs_count = rr.mode == Mode::DryRun || start_holds.category_hold.is_some() || guarded;
     if needs_count {
-        let (mut due, mut held, mut oldest) = (0u64, 0u64, None);
-        // With an index on the age column the oldest due record is one index probe away;
-        // without one it costs nothing extra to find it during the count's pass.
-        let indexed = p.info.has_index_on(t.age_column.as_str());
-        for table in &tables {
-            let counted = with_retry(|| async {
-                let (d, h, mut o) = count(&pg, selection!(table).count(!indexed)).await?;
-                if indexed && d > h {
-                    o = pg
-                        .fetch_one(&selection!(table).oldest())
-                        .await?
-                        .try_get(0)?;
-                }
-                Ok((d, h, o))
-            })
-            .await;
-            match counted {
-                Ok((d, h, o)) => {
-                    due += d;
-                    held += h;
-                    oldest = min_opt(oldest, o);
-                }
-                Err(e) => {
-                    return fail(
-                        rr,
-                        format!("counting due records failed: {}", db_message(&e)),
-                    )
-                }
+        let counted = match count_all(&pg, &scope, &tables, &start_holds, true).await {
+            Ok(c) => c,
+            Err(e) => {
+                return fail(
+                    rr,
+                    format!("counting due records failed: {}", db_message(&e)),
+                )
             }
-        }
-        if let Some(o) = oldest {
+        };
+        if let Some(o) = counted.oldest {
             rr.report
                 .details
                 .insert("oldest_due".into(), o.to_rfc3339().into());
         }
-        if let Some(hold) = category_hold {
-            rr.report.held = due;
+        if let Some(hold) = start_holds.category_hold {
+            rr.report.held = counted.due;
             rr.report
                 .details
                 .insert("category_hold".into(), hold.into());
             return;
         }
-        rr.report.matched = due - held;
-        rr.report.held = held;
+        counted.report(rr);
         if let (Some(guard), true) = (rr.rule.max_delete, rr.erase.is_none()) {
             let total = match with_retry(|| total_rows(&pg, &t.table)).await {
                 Ok(n) => n,
@@ -151,7 +206,9 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             if rr.report.samples.len() >= SAMPLE_SIZE {
                 break;
             }
-            let st = selection!(table).sample(&p.primary_key, SAMPLE_SIZE as i64);
+            let st = scope
+                .selection(table, &start_holds, &[])
+                .sample(&p.primary_key, SAMPLE_SIZE as i64);
             if let Ok(rows) = pg.fetch_all(&st).await {
                 rr.report
                     .samples
@@ -161,15 +218,15 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         rr.report.samples.truncate(SAMPLE_SIZE);
         if rr.mode == Mode::DryRun {
             if let (Some(c), None) = (cutoff, &rr.erase) {
-                super::partitions::remove_expired(rr, &pg, t, p, c, &held_ids).await;
+                super::partitions::remove_expired(rr, &pg, &scope, c).await;
             }
-            report_kept_within_floor(rr, &pg, t, p, now, &held_ids, only_subject.as_deref()).await;
+            report_kept_within_floor(rr, &pg, &scope, &start_holds).await;
             return;
         }
     }
 
     if let (Some(c), None) = (cutoff, &rr.erase) {
-        let gone = super::partitions::remove_expired(rr, &pg, t, p, c, &held_ids).await;
+        let gone = super::partitions::remove_expired(rr, &pg, &scope, c).await;
         tables.retain(|leaf| !gone.contains(leaf));
     }
     let daemon = &config.daemon;
@@ -178,118 +235,29 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         max: daemon.max_batch_size,
         target: daemon.max_batch_duration,
     };
-    let mut size = daemon.batch_size;
-    let mut batches = 0u64;
-    let mut paged = false;
-    let mut longest = Duration::ZERO;
+    let mut run = Batches {
+        size: daemon.batch_size,
+        sizing,
+        guard: rr.engine.audit.hold_guard(),
+        count: 0,
+        paged: false,
+        longest: Duration::ZERO,
+        skip: Vec::new(),
+        first_error: None,
+    };
     for table in &tables {
-        if let Some(o) = &t.objects {
-            let bucket = p.objects_bucket.unwrap_or_default();
-            if !super::objects::run_linked(
-                rr,
-                &pg,
-                &selection!(table),
-                o,
-                bucket,
-                &mut size,
-                sizing,
-            )
-            .await
-            {
-                break;
-            }
-            continue;
-        }
-        let selection = selection!(table);
-        let mut walk = choose_walk(&pg, &selection).await;
-        let walk_name = match walk {
-            Walk::Index => "index",
-            Walk::Pages { pages, .. } => {
-                debug!(table = %table, pages, "batches walk the table's pages in order");
-                "pages"
-            }
+        let go_on = match &t.objects {
+            Some(o) => super::objects::run_linked(rr, &pg, &scope, table, o, &mut run).await,
+            None => run_table(rr, &pg, &scope, table, hmac.clone(), &mut run).await,
         };
-        rr.report
-            .details
-            .insert("batch_walk".into(), walk_name.into());
-        // A row the application updates during the walk may move to a page past the
-        // end the walk started with: the walk goes once more over the pages added since.
-        let mut second_lap = false;
-        let action = rr.rule.action;
-        let statement = |batch: Batch| match action {
-            Action::Delete => selection.delete_batch(batch),
-            Action::Anonymise => selection.anonymise_batch(batch, hmac.clone(), &hmac_names()),
-        };
-        let mut next_page = 0u64;
-        loop {
-            if rr.cancelled() {
-                rr.report.status = "interrupted".into();
-                break;
-            }
-            let batch = match walk {
-                Walk::Index => Batch::First(i64::from(size)),
-                Walk::Pages {
-                    pages,
-                    rows_per_page,
-                } => {
-                    if next_page >= pages && !second_lap {
-                        second_lap = true;
-                        if let Ok((now_pages, ..)) = heap_shape(&pg, table).await {
-                            walk = Walk::Pages {
-                                pages: now_pages,
-                                rows_per_page,
-                            };
-                            continue;
-                        }
-                    }
-                    if next_page >= pages {
-                        break;
-                    }
-                    Batch::Pages {
-                        from: next_page,
-                        to: (next_page + decide::pages_for(size, rows_per_page)).min(pages),
-                        skip_locked: false,
-                    }
-                }
-            };
-            let started = Instant::now();
-            let n = match with_retry(|| run_batch(&pg, batch, &statement, sizing.target)).await {
-                Ok(n) => n,
-                Err(e) => {
-                    rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                        "partial"
-                    } else {
-                        "failed"
-                    }
-                    .into();
-                    rr.error(format!("batch on {table} failed: {}", db_message(&e)));
-                    break;
-                }
-            };
-            let elapsed = started.elapsed();
-            longest = longest.max(elapsed);
-            batches += 1;
-            paged |= matches!(batch, Batch::Pages { .. });
-            match rr.rule.action {
-                Action::Delete => rr.report.deleted += n,
-                Action::Anonymise => rr.report.anonymised += n,
-            }
-            debug!(table = %table, rows = n, batch_size = size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
-            crate::metrics::record_batch(&rr.rule.name, rr.rule.action.as_str(), n);
-            size = sizing.next(size, elapsed);
-            match batch {
-                Batch::First(limit) if n < limit as u64 => break,
-                Batch::First(_) => {}
-                Batch::Pages { to, .. } => next_page = to,
-            }
-        }
-        if rr.report.status != "succeeded" {
+        if !go_on || rr.report.status != "succeeded" {
             break;
         }
     }
+    drop(run.guard);
     // Page batches commit without waiting for their WAL; make them durable before the
     // audit trail records them.
-    if paged {
+    if run.paged {
         if let Err(e) = with_retry(|| pg.flush_wal()).await {
             rr.report.status = "partial".into();
             rr.error(format!(
@@ -298,46 +266,397 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             ));
         }
     }
-    rr.report.details.insert("batches".into(), batches.into());
+    rr.report.details.insert("batches".into(), run.count.into());
     rr.report.details.insert(
         "longest_batch_ms".into(),
-        (longest.as_millis() as u64).into(),
+        (run.longest.as_millis() as u64).into(),
     );
+    let bad = run.skip.len() as u64;
+    if let Some(e) = run.first_error.take() {
+        let (what, field) = match rr.rule.action {
+            Action::Delete => ("deleted", "blocked"),
+            Action::Anonymise => ("anonymised", "failed"),
+        };
+        rr.error(format!(
+            "{bad} row(s) could not be {what} and stay ({field}); the first error: {e}"
+        ));
+    }
+    match rr.rule.action {
+        Action::Delete => rr.report.blocked += bad,
+        Action::Anonymise => rr.report.failed += bad,
+    }
+    if bad > 0 && rr.report.status == "succeeded" {
+        rr.report.status = "partial".into();
+    }
 
-    // What is still due now is held, or was locked by the application and skipped.
-    // Recount what is still due only when it can differ from what was processed: held
-    // subjects, or linked objects that failed or are locked. Right after a large delete
-    // that count walks every dead index entry, so it is skipped when nothing is held.
-    let recount = !held_ids.is_empty() || t.objects.is_some();
+    // What is still due now is held, kept by another rule, blocked, or was locked by the
+    // application and skipped. Recount only when it can differ from what was processed:
+    // right after a large delete that count walks every dead index entry, so it is
+    // skipped when nothing can be left.
+    let recount = rr.erase.is_some()
+        || !start_holds.held_ids.is_empty()
+        || start_holds.keeps.iter().any(Keep::keeps_anything)
+        || t.objects.is_some()
+        || bad > 0;
     if !needs_count && !recount {
         rr.report.matched = rr.report.deleted + rr.report.anonymised;
     }
     if !needs_count && recount {
-        let (mut due, mut held) = (0u64, 0u64);
-        for table in &tables {
-            if let Ok((d, h, _)) = count(&pg, selection!(table).count(false)).await {
-                due += d;
-                held += h;
-            }
+        let end_holds = match rr.engine.audit.holds_now().await {
+            Ok(h) => scope.holds(&h, &rr.rule.category),
+            Err(_) => start_holds,
+        };
+        if let Ok(left) = count_all(&pg, &scope, &tables, &end_holds, false).await {
+            let done = rr.report.deleted + rr.report.anonymised;
+            left.report(rr);
+            // Left removable: blocked, failed, or locked by the application.
+            rr.report.matched += done;
         }
-        // Rows left by linked-object failures or Object Lock are still due here and were
-        // already counted in `failed` / `held`; subject holds come on top.
-        let object_held = rr.report.held;
-        let left_unheld = due.saturating_sub(held);
-        rr.report.held = object_held + held;
-        rr.report.matched = rr.report.deleted
-            + rr.report.anonymised
-            + left_unheld.max(rr.report.failed + object_held);
     }
-    report_kept_within_floor(rr, &pg, t, p, now, &held_ids, only_subject.as_deref()).await;
+    report_kept_within_floor(rr, &pg, &scope, &scope.holds(&HoldSet::default(), "")).await;
     if t.vacuum_analyze && rr.report.deleted > 0 {
         let sql = crate::store::pg_sql::analyze(&t.table);
-        if let Err(e) = sqlx::query(&sql).execute(&pg.pool).await {
+        if let Err(e) = pg.execute_script(&sql).await {
             warn!(error = %db_message(&e), "ANALYZE after the sweep failed");
         } else {
             rr.report.details.insert("analyzed".into(), true.into());
         }
     }
+}
+
+/// The state the batches of one rule share across its tables.
+pub(crate) struct Batches {
+    pub size: u32,
+    pub sizing: BatchSizing,
+    pub guard: HoldGuard,
+    pub count: u64,
+    pub paged: bool,
+    pub longest: Duration,
+    /// Rows that could not be changed this run: later batches leave them out.
+    pub skip: Vec<String>,
+    pub first_error: Option<String>,
+}
+
+impl Batches {
+    /// Takes the holds lock and reads the holds for the next batch. `None` (after
+    /// recording why) when the rule must stop: a category hold, or no holds to read.
+    pub(crate) async fn enter(
+        &mut self,
+        rr: &mut RuleRun<'_>,
+        scope: &Scope<'_>,
+    ) -> Option<BatchHolds> {
+        match self.guard.enter(&rr.engine.audit).await {
+            Ok(h) => {
+                let holds = scope.holds(&h, &rr.rule.category);
+                if let Some(id) = holds.category_hold {
+                    self.guard.leave().await;
+                    rr.report.details.insert("category_hold".into(), id.into());
+                    rr.error(format!(
+                        "hold {id} on category `{}` was placed during the run: the rule stopped",
+                        rr.rule.category
+                    ));
+                    return None;
+                }
+                Some(holds)
+            }
+            Err(e) => {
+                self.guard.leave().await;
+                rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
+                    "partial"
+                } else {
+                    "failed"
+                }
+                .into();
+                rr.error(format!("cannot read holds: {}", db_message(&e)));
+                None
+            }
+        }
+    }
+
+    /// Records one finished batch.
+    pub(crate) fn done(&mut self, rr: &mut RuleRun<'_>, done: BatchDone, elapsed: Duration) {
+        self.longest = self.longest.max(elapsed);
+        self.count += 1;
+        match rr.rule.action {
+            Action::Delete => rr.report.deleted += done.changed,
+            Action::Anonymise => rr.report.anonymised += done.changed,
+        }
+        crate::metrics::record_batch(&rr.rule.name, rr.rule.action.as_str(), done.changed);
+        if self.first_error.is_none() {
+            self.first_error = done.first_error;
+        }
+        self.skip.extend(done.bad);
+        self.size = self.sizing.next(self.size, elapsed);
+    }
+}
+
+/// Deletes or anonymises the due rows of one table (no linked objects), batch by batch.
+/// Returns false when the rule must stop.
+async fn run_table(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    table: &TableName,
+    hmac: Option<(Vec<u8>, Vec<u8>)>,
+    run: &mut Batches,
+) -> bool {
+    let mut walk = {
+        let holds = scope.holds(&HoldSet::default(), "");
+        choose_walk(pg, &scope.selection(table, &holds, &[])).await
+    };
+    let walk_name = match walk {
+        Walk::Index => "index",
+        Walk::Pages { pages, .. } => {
+            debug!(table = %table, pages, "batches walk the table's pages in order");
+            "pages"
+        }
+    };
+    rr.report
+        .details
+        .insert("batch_walk".into(), walk_name.into());
+    // A row the application updates during the walk may move to a page past the
+    // end the walk started with: the walk goes once more over the pages added since.
+    let mut second_lap = false;
+    let action = rr.rule.action;
+    let mut next_page = 0u64;
+    loop {
+        if rr.cancelled() {
+            rr.report.status = "interrupted".into();
+            return false;
+        }
+        let batch = match walk {
+            Walk::Index => Batch::First(i64::from(run.size)),
+            Walk::Pages {
+                pages,
+                rows_per_page,
+            } => {
+                if next_page >= pages && !second_lap {
+                    second_lap = true;
+                    if let Ok((now_pages, ..)) = heap_shape(pg, table).await {
+                        walk = Walk::Pages {
+                            pages: now_pages,
+                            rows_per_page,
+                        };
+                        continue;
+                    }
+                }
+                if next_page >= pages {
+                    return true;
+                }
+                Batch::Pages {
+                    from: next_page,
+                    to: (next_page + decide::pages_for(run.size, rows_per_page)).min(pages),
+                    skip_locked: false,
+                }
+            }
+        };
+        let Some(holds) = run.enter(rr, scope).await else {
+            return false;
+        };
+        let selection = scope.selection(table, &holds, &run.skip);
+        let statement = |b: &Batch| match action {
+            Action::Delete => selection.delete_batch(b),
+            Action::Anonymise => selection.anonymise_batch(b, hmac.clone(), &hmac_names()),
+        };
+        let started = Instant::now();
+        let result = run_split(pg, &selection, &batch, &statement, false, run.sizing.target).await;
+        run.guard.leave().await;
+        let done = match result {
+            Ok(d) => d,
+            Err(e) => {
+                rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
+                    "partial"
+                } else {
+                    "failed"
+                }
+                .into();
+                rr.error(format!("batch on {table} failed: {}", error_ref(&e)));
+                return false;
+            }
+        };
+        let elapsed = started.elapsed();
+        let taken = done.changed + done.bad.len() as u64;
+        debug!(table = %table, rows = done.changed, bad = done.bad.len(), batch_size = run.size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
+        run.paged |= matches!(batch, Batch::Pages { .. });
+        run.done(rr, done, elapsed);
+        match batch {
+            Batch::First(limit) if taken < limit as u64 => return true,
+            Batch::Pages { to, .. } => next_page = to,
+            _ => {}
+        }
+    }
+}
+
+/// Runs one batch; when it fails on a row (a foreign key, a trigger, a CHECK, a value
+/// the strategy cannot write), splits it until every other row is done and the rows
+/// that cannot be changed are known. `counts`: the statement returns a `count(*)`.
+pub(crate) async fn run_split(
+    pg: &PgStore,
+    selection: &Selection<'_>,
+    batch: &Batch,
+    statement: &impl Fn(&Batch) -> Statement,
+    counts: bool,
+    lock_wait: Duration,
+) -> Result<BatchDone, sqlx::Error> {
+    let first = with_retry(|| run_batch(pg, batch, statement, counts, lock_wait)).await;
+    let err = match first {
+        Ok(n) => {
+            return Ok(BatchDone {
+                changed: n,
+                ..Default::default()
+            })
+        }
+        Err(e) if row_error(&e) => e,
+        Err(e) => return Err(e),
+    };
+    debug!(error = %error_ref(&err), "a row of the batch cannot be changed: splitting the batch");
+    let rows_st = selection.batch_rows(batch);
+    let rows: Vec<String> = with_retry(|| pg.fetch_all(&rows_st))
+        .await?
+        .iter()
+        .filter_map(|r| r.try_get(0).ok())
+        .collect();
+    let mut done = BatchDone::default();
+    let mut parts = vec![rows];
+    while let Some(part) = parts.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let rows = Batch::Rows(part);
+        match with_retry(|| run_batch(pg, &rows, statement, counts, lock_wait)).await {
+            Ok(n) => done.changed += n,
+            Err(e) if row_error(&e) => {
+                let Batch::Rows(mut part) = rows else {
+                    unreachable!("built as rows above")
+                };
+                if part.len() == 1 {
+                    done.first_error.get_or_insert_with(|| error_ref(&e));
+                    done.bad.append(&mut part);
+                } else {
+                    let back = part.split_off(part.len() / 2);
+                    parts.push(back);
+                    parts.push(part);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// An error caused by the data of a row rather than by the server or the statement:
+/// data exceptions, integrity constraints, triggers and routines that raise.
+fn row_error(e: &sqlx::Error) -> bool {
+    let Some(code) = e.as_database_error().and_then(|d| d.code()) else {
+        return false;
+    };
+    ["22", "23", "27", "09", "P0", "2F", "38", "39"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+/// A database error as the trail may keep it: SQLSTATE, constraint, table, column;
+/// never the message, which can quote a row's values.
+pub(crate) fn error_ref(e: &sqlx::Error) -> String {
+    let Some(d) = e.as_database_error() else {
+        return db_message(e);
+    };
+    let mut out = format!("SQLSTATE {}", d.code().as_deref().unwrap_or("?"));
+    if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        out.push_str(&format!(" ({})", pg_condition(pg.code())));
+        if let Some(c) = pg.constraint() {
+            out.push_str(&format!(", constraint `{c}`"));
+        }
+        if let Some(t) = pg.table() {
+            match pg.schema() {
+                Some(s) => out.push_str(&format!(", table {s}.{t}")),
+                None => out.push_str(&format!(", table {t}")),
+            }
+        }
+        if let Some(c) = pg.column() {
+            out.push_str(&format!(", column {c}"));
+        }
+    }
+    out
+}
+
+/// A short name for the SQLSTATEs a row can raise.
+fn pg_condition(code: &str) -> &'static str {
+    match code {
+        "23503" => "foreign key violation",
+        "23505" => "unique violation",
+        "23514" => "check violation",
+        "23502" => "not null violation",
+        "23001" => "restrict violation",
+        "P0001" => "raised by a trigger or function",
+        c if c.starts_with("22") => "data exception",
+        c if c.starts_with("23") => "integrity constraint violation",
+        _ => "error",
+    }
+}
+
+/// What one count over a rule's tables found.
+#[derive(Debug, Default)]
+struct Counted {
+    due: u64,
+    held: u64,
+    kept: u64,
+    oldest: Option<DateTime<Utc>>,
+    by_rule: BTreeMap<String, u64>,
+}
+
+impl Counted {
+    /// Sets `matched`, `held` and the kept-by-rule details from the count.
+    fn report(&self, rr: &mut RuleRun<'_>) {
+        rr.report.matched = self.due - self.held - self.kept;
+        rr.report.held = self.held;
+        let kept: serde_json::Map<String, serde_json::Value> = self
+            .by_rule
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (r.clone(), (*n).into()))
+            .collect();
+        if !kept.is_empty() {
+            rr.report
+                .details
+                .insert("kept_by_other_rules".into(), kept.into());
+        }
+    }
+}
+
+/// Counts the due rows of every table in one pass each.
+async fn count_all(
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    tables: &[TableName],
+    holds: &BatchHolds,
+    with_oldest: bool,
+) -> Result<Counted, sqlx::Error> {
+    // With an index on the age column the oldest due record is one index probe away;
+    // without one it costs nothing extra to find it during the count's pass.
+    let indexed = scope.p.info.has_index_on(scope.t.age_column.as_str());
+    let mut total = Counted::default();
+    for table in tables {
+        let sel = scope.selection(table, holds, &[]);
+        let rules = sel.kept_rules();
+        let st = sel.count(with_oldest && !indexed);
+        let row = with_retry(|| pg.fetch_one(&st)).await?;
+        let get =
+            |i: usize| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
+        let (due, held, kept) = (get(0)?, get(1)?, get(3)?);
+        let mut oldest: Option<DateTime<Utc>> = row.try_get(2)?;
+        for (i, r) in rules.iter().enumerate() {
+            *total.by_rule.entry(r.clone()).or_default() += get(4 + i)?;
+        }
+        if with_oldest && indexed && due > held + kept {
+            oldest = with_retry(|| async { pg.fetch_one(&sel.oldest()).await?.try_get(0) }).await?;
+        }
+        total.due += due;
+        total.held += held;
+        total.kept += kept;
+        total.oldest = min_opt(total.oldest, oldest);
+    }
+    Ok(total)
 }
 
 /// How the batches on `table` find their rows (see [`decide::choose_walk`]). Any catalog
@@ -376,22 +695,24 @@ async fn heap_shape(pg: &PgStore, table: &TableName) -> Result<(u64, f64, i64, i
 /// Runs one batch. A page batch first runs as one plain statement, the cheapest form,
 /// waiting at most `lock_wait` for a row the application has locked; if it has to wait
 /// longer, the same pages are done again skipping locked rows, so the sweep never holds
-/// up the application for more than that.
+/// up the application for more than that. `counts`: the statement returns a `count(*)`.
 async fn run_batch(
     pg: &PgStore,
-    batch: Batch,
-    statement: &impl Fn(Batch) -> Statement,
+    batch: &Batch,
+    statement: &impl Fn(&Batch) -> Statement,
+    counts: bool,
     lock_wait: Duration,
 ) -> Result<u64, sqlx::Error> {
     match batch {
-        Batch::First(_) => pg.execute(&statement(batch)).await,
+        Batch::First(_) | Batch::Rows(_) if counts => pg.fetch_count(&statement(batch)).await,
+        Batch::First(_) | Batch::Rows(_) => pg.execute(&statement(batch)).await,
         Batch::Pages { from, to, .. } => {
             match pg.execute_batch(&statement(batch), lock_wait).await {
                 Err(e) if lock_not_available(&e) => {
                     debug!(from, to, "rows in these pages are locked: skipping them");
-                    pg.execute(&statement(Batch::Pages {
-                        from,
-                        to,
+                    pg.execute(&statement(&Batch::Pages {
+                        from: *from,
+                        to: *to,
                         skip_locked: true,
                     }))
                     .await
@@ -406,48 +727,9 @@ fn lock_not_available(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
-fn make_selection<'a>(
-    table: &'a TableName,
-    t: &'a TableTarget,
-    p: &'a PreparedTable,
-    cutoff: Option<chrono::DateTime<chrono::Utc>>,
-    held_ids: &'a [String],
-    only_subject: Option<&'a str>,
-) -> Selection<'a> {
-    Selection {
-        table,
-        age_column: &t.age_column,
-        age_kind: p.age_kind,
-        cutoff,
-        not_before: None,
-        // The operator's filter narrows a retention rule ("resolved tickets"); an
-        // erasure request covers every record of the subject.
-        filter: if only_subject.is_some() {
-            None
-        } else {
-            t.filter.as_deref()
-        },
-        subject_column: t.subject.as_ref().map(|s| &s.column),
-        held_ids,
-        only_subject,
-        anonymise: &p.anonymise,
-    }
-}
-
 fn fail(rr: &mut RuleRun<'_>, message: impl std::fmt::Display) {
     rr.report.status = "failed".into();
     rr.error(message);
-}
-
-async fn count(
-    pg: &PgStore,
-    st: Statement,
-) -> Result<(u64, u64, Option<DateTime<Utc>>), sqlx::Error> {
-    let row = pg.fetch_one(&st).await?;
-    let due: i64 = row.try_get(0)?;
-    let held: i64 = row.try_get(1)?;
-    let oldest: Option<DateTime<Utc>> = row.try_get(2)?;
-    Ok((due.max(0) as u64, held.max(0) as u64, oldest))
 }
 
 fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -458,32 +740,32 @@ fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTim
 }
 
 /// For an erasure under a legal floor: how many of the subject's records are kept
-/// because they are inside the floor, and the date the first of them becomes erasable.
+/// because they are inside the rule's own floor, and the date the first of them becomes
+/// erasable. (Records kept by other rules' floors are in `kept_by_other_rules`.)
 async fn report_kept_within_floor(
     rr: &mut RuleRun<'_>,
     pg: &PgStore,
-    t: &TableTarget,
-    p: &PreparedTable,
-    now: DateTime<Utc>,
-    held_ids: &[String],
-    only_subject: Option<&str>,
+    scope: &Scope<'_>,
+    holds: &BatchHolds,
 ) {
-    let (Some(_), Action::Delete) = (&rr.erase, rr.rule.action) else {
+    if rr.erase.is_none() {
         return;
-    };
+    }
     let Some(floor) = rr.engine.config.category_of(rr.rule).min_retain else {
         return;
     };
-    let Some(floor_cutoff) = floor.before(now) else {
+    let Some(floor_cutoff) = floor.before(scope.now) else {
         return;
     };
     let (mut kept, mut first) = (0u64, None);
-    for table in p.info.work_tables(&t.table) {
-        let mut inside = make_selection(&table, t, p, None, held_ids, only_subject);
+    for table in scope.p.info.work_tables(&scope.t.table) {
+        let mut inside = scope.selection(&table, holds, &[]);
+        inside.cutoff = None;
         inside.not_before = Some(floor_cutoff);
-        if let Ok((n, _, oldest)) = count(pg, inside.count(true)).await {
-            kept += n;
-            first = min_opt(first, oldest);
+        inside.keeps = &[];
+        if let Ok(row) = pg.fetch_one(&inside.count(true)).await {
+            kept += row.try_get::<i64, _>(0).unwrap_or(0).max(0) as u64;
+            first = min_opt(first, row.try_get(2).ok().flatten());
         }
     }
     if kept > 0 {

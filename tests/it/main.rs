@@ -10,6 +10,8 @@ mod faults;
 mod partitions;
 mod pg_restart;
 mod postgres;
+mod preflight_checks;
 mod reliability;
 mod s3;
+mod safety;
 mod secrets;

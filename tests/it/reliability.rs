@@ -113,12 +113,15 @@ async fn sigkill_at_random_points_never_breaks_an_invariant() {
         );
         let present: HashSet<String> = keys(&c, &bucket, "").await.into_iter().collect();
         let live: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let queued = queued_keys(&env).await;
         for g in 1..=1500 {
             if !live.contains(&g.to_string()) {
-                assert!(
-                    !present.contains(&format!("out/{g}")) && !present.contains(&format!("in/{g}")),
-                    "row {g} was removed but an object it pointed to remains"
-                );
+                for k in [format!("out/{g}"), format!("in/{g}")] {
+                    assert!(
+                        !present.contains(&k) || queued.contains(&k),
+                        "row {g} was removed but its object {k} remains and is not queued for deletion"
+                    );
+                }
             }
         }
         for r in rows.iter().filter(|r| r.3 == 7 || r.4) {
@@ -132,6 +135,24 @@ async fn sigkill_at_random_points_never_breaks_an_invariant() {
     let cfg_fast = env.config_named("fast.toml", &(env.header() + &body));
     env.run(&cfg_fast, &["sweep"]).expect_code(0);
     assert_eq!(env.scalar("SELECT count(*) FROM generations WHERE created_at < now() - interval '90 days' AND account_id <> 7").await, 0);
+    // ... and the queue: no object of a removed row is left, none is still queued.
+    assert!(
+        queued_keys(&env).await.is_empty(),
+        "the clean run drained the queue"
+    );
+    let present: HashSet<String> = keys(&c, &bucket, "").await.into_iter().collect();
+    let live: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT id::text FROM generations")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for g in (1..=1500).filter(|g| !live.contains(&g.to_string())) {
+        assert!(
+            !present.contains(&format!("out/{g}")) && !present.contains(&format!("in/{g}")),
+            "row {g} was removed but an object it pointed to remains after a clean run"
+        );
+    }
     assert_eq!(
         env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'running'")
             .await,
@@ -148,4 +169,16 @@ async fn sigkill_at_random_points_never_breaks_an_invariant() {
     );
     eprintln!("crash: {killed} sweeps killed with SIGKILL, {interrupted} recorded as interrupted, invariants held after every kill");
     env.run(&cfg_fast, &["audit", "verify"]).expect_code(0);
+}
+
+/// Keys in the durable queue of objects whose rows are gone (empty before its first use).
+pub async fn queued_keys(env: &TestEnv) -> HashSet<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT key FROM retentiond_work.pending_objects WHERE to_regclass('retentiond_work.pending_objects') IS NOT NULL",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .collect()
 }

@@ -462,6 +462,97 @@ async fn versioned_bucket_with_object_lock() {
     );
 }
 
+/// An object written before versioning was enabled has the version id "null". When that
+/// version is due and the key has a young current version, `versions = "all"` must delete
+/// it by `VersionId=null`: a key-only delete would add a delete marker that hides the
+/// young current version and leave the old data in place.
+#[tokio::test]
+async fn null_version_is_deleted_by_its_version_id_not_hidden_by_a_marker() {
+    let server = moto();
+    let mut env = TestEnv::new("s3null").await;
+    env.env.extend(server.env());
+    let c = server.client();
+    let bucket = server.bucket(false).await;
+    // Unversioned when written: this becomes the "null" version.
+    put(&c, &bucket, "k/old.bin", "old-data").await;
+    c.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The old version is past `retain` once the young one is put; the sweep then has
+    // `retain` (8 s, room for a loaded machine) before the young one is too.
+    tokio::time::sleep(std::time::Duration::from_millis(8_500)).await;
+    let young = put(&c, &bucket, "k/old.bin", "young-data")
+        .await
+        .expect("a put on a versioned bucket returns a version id");
+    assert_ne!(young, "null");
+    let before = versions(&c, &bucket, "k/").await;
+    let mut expected_before = vec![
+        ("k/old.bin".to_string(), "null".to_string(), false),
+        ("k/old.bin".to_string(), young.clone(), false),
+    ];
+    expected_before.sort();
+    assert_eq!(
+        before, expected_before,
+        "setup: the key has a \"null\" version and a young current version"
+    );
+
+    let cfg = env.config(&format!(
+        "{}[[rules]]\nname = \"nulls\"\ncategory = \"assets\"\nstore = \"assets\"\nprefix = \"k/\"\nretain = \"8s\"\naction = \"delete\"\nversions = \"all\"\n",
+        server.store(&bucket)
+    ));
+    let out = env.run(&cfg, &["sweep", "--format", "json"]);
+    out.expect_code(0);
+    let r = out.json();
+    let cutoff = &rule(&r, "nulls")["cutoff"];
+    assert_eq!(rule(&r, "nulls")["details"]["versioned"], true, "{r}");
+    let left = versions(&c, &bucket, "k/").await;
+    assert!(
+        !left.iter().any(|(_, _, marker)| *marker),
+        "REGRESSION: the \"null\" version was deleted by key, which added a delete marker \
+         hiding the young current version (it must be deleted with VersionId=null): {left:?}"
+    );
+    assert!(
+        !left.iter().any(|(_, v, _)| v == "null"),
+        "REGRESSION: the due \"null\" version (old data) is still there: {left:?}"
+    );
+    assert_eq!(
+        left,
+        vec![("k/old.bin".to_string(), young.clone(), false)],
+        "exactly the young current version is left (cutoff {cutoff}; if it is gone too, \
+         the sweep started more than `retain` after it was put)"
+    );
+    assert_eq!(n(&r, "nulls", "failed"), 0, "{r}");
+    assert_eq!(
+        n(&r, "nulls", "deleted"),
+        1,
+        "only the old \"null\" version is due (cutoff {cutoff}): {r}"
+    );
+    let body = c
+        .get_object()
+        .bucket(&bucket)
+        .key("k/old.bin")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET of the key after the sweep (the young current version must still be visible): {e:?}"))
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(
+        &body[..],
+        b"young-data",
+        "GET returns the young current version"
+    );
+}
+
 async fn linked_objects_case(server: Server) {
     let mut env = TestEnv::new("s3linked").await;
     env.env.extend(server.env());
