@@ -18,6 +18,10 @@ use crate::config::{Config, Period, Rule};
 use crate::preflight::{self, Preflight};
 use crate::sweep::{Engine, Mode, RunRequest};
 
+/// Rules one daemon runs at once (the audit pool has 16 connections; a running rule
+/// holds up to three).
+pub const MAX_CONCURRENT_RULES: usize = 4;
+
 /// What the daemon runs on; replaced as a whole on a successful reload.
 pub struct Loaded {
     /// The engine (config, stores, audit).
@@ -38,6 +42,10 @@ pub struct Daemon {
     pub tracker: TaskTracker,
     /// Rules running in this process (a tick that finds its rule busy is skipped).
     pub busy: Mutex<HashMap<String, ()>>,
+    /// Rules that may run at once: each running rule holds up to three audit
+    /// connections (its rule lock, its run's liveness lock, its holds lock), so rules
+    /// that fire together wait here instead of exhausting the audit pool.
+    pub running: Arc<tokio::sync::Semaphore>,
     config_path: PathBuf,
 }
 
@@ -109,6 +117,23 @@ impl Daemon {
             }
             busy.insert(rule.clone(), ());
         }
+        // A panic inside the run ends its task, not the rule: the rule is marked free
+        // again either way.
+        let me = self.clone();
+        let name = rule.clone();
+        if let Err(e) = tokio::spawn(async move { me.run_rule_once(name, trigger).await }).await {
+            error!(rule, error = %e, "the rule's run panicked");
+        }
+        self.busy.lock().await.remove(&rule);
+    }
+
+    async fn run_rule_once(self: Arc<Self>, rule: String, trigger: &'static str) {
+        let Ok(_permit) = self.running.clone().acquire_owned().await else {
+            return;
+        };
+        if self.shutdown.is_cancelled() {
+            return;
+        }
         let loaded = self.loaded.read().await.clone();
         let engine = &loaded.engine;
         let result = async {
@@ -149,7 +174,6 @@ impl Daemon {
         }
         .instrument(tracing::info_span!("scheduled", rule = %rule, trigger))
         .await;
-        self.busy.lock().await.remove(&rule);
         result
     }
 
@@ -268,6 +292,7 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         busy: Mutex::new(HashMap::new()),
+        running: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RULES)),
         config_path: config_path.to_owned(),
     });
     let listener = tokio::net::TcpListener::bind(listen)

@@ -330,6 +330,30 @@ pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error
             "{u} is finished but not in the chain; it was inserted outside retentiond"
         ));
     }
+    // A run left `running` whose liveness lock nobody holds was never sealed: its
+    // process is gone (or lost its session) and no recovery has recorded it yet.
+    let running: Vec<(i64, uuid::Uuid)> = sqlx::query_as(
+        "SELECT id, run_id FROM retentiond.runs WHERE status = 'running' ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, run_id) in running {
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(super::RUN_LOCK_CLASS)
+            .bind(super::lock_key(id))
+            .fetch_one(&mut *conn)
+            .await?;
+        if free {
+            sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                .bind(super::RUN_LOCK_CLASS)
+                .bind(super::lock_key(id))
+                .execute(&mut *conn)
+                .await?;
+            v.violations.push(format!(
+                "run {run_id} was never sealed: no process holds it any more; the next `sweep` or `run` records it as interrupted"
+            ));
+        }
+    }
     let orphans: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT x.run_id::text FROM retentiond.rule_results x LEFT JOIN retentiond.runs r ON r.run_id = x.run_id WHERE r.run_id IS NULL",
     )

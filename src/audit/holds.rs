@@ -41,28 +41,65 @@ impl HoldSet {
 /// [`HoldGuard::enter`] takes the lock and reads the holds in force; the batch then runs
 /// with them; [`HoldGuard::leave`] releases the lock once the batch has committed.
 pub struct HoldGuard {
-    conn: Option<PoolConnection<Postgres>>,
+    /// The session the lock is taken on: the run's own (which holds its liveness lock),
+    /// or one of the pool's for reads outside a run.
+    session: super::RunSession,
+    /// Held between `enter` and `leave`.
+    held: Option<tokio::sync::OwnedMutexGuard<Option<PoolConnection<Postgres>>>>,
     entered: bool,
+    /// Whether the session belongs to a run (never replaced by a fresh one).
+    run_owned: bool,
 }
 
 impl HoldGuard {
+    /// A guard on the run's own session: a batch can take the holds lock only while the
+    /// session holding the run's liveness lock is alive.
+    pub fn on_run(session: super::RunSession) -> Self {
+        Self {
+            session,
+            held: None,
+            entered: false,
+            run_owned: true,
+        }
+    }
+
     /// Takes the lock (waiting for a `hold add` in progress) and reads the holds.
     pub async fn enter(&mut self, audit: &Audit) -> Result<HoldSet, sqlx::Error> {
-        if self.conn.is_none() {
-            self.conn = Some(audit.pool.acquire().await?);
+        if self.held.is_none() {
+            self.held = Some(self.session.clone().lock_owned().await);
         }
-        let conn = self.conn.as_mut().expect("acquired above");
+        let slot = self.held.as_mut().expect("locked above");
+        if slot.is_none() {
+            if self.run_owned {
+                return Err(sqlx::Error::Protocol(
+                    "the run's session is gone: its liveness lock was lost".into(),
+                ));
+            }
+            **slot = Some(audit.pool.acquire().await?);
+        }
+        let conn = slot.as_mut().expect("acquired above");
         if !self.entered {
-            sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+            if let Err(e) = sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
                 .bind(HOLDS_LOCK.0)
                 .bind(HOLDS_LOCK.1)
                 .execute(&mut **conn)
-                .await?;
+                .await
+            {
+                // A session that failed here may be dead: never use it again.
+                if let Some(c) = slot.take() {
+                    drop(c.detach());
+                }
+                return Err(e);
+            }
             self.entered = true;
         }
         // A statement of its own, so its snapshot is taken after the lock was granted.
         let rows: Result<Vec<ActiveHold>, _> =
             sqlx::query_as(ACTIVE_HOLDS).fetch_all(&mut **conn).await;
+        if rows.is_err() {
+            // Still holding the shared lock: `leave` releases it (or closes the session).
+            self.leave().await;
+        }
         let mut set = HoldSet::default();
         for (kind, id, category, hold_id) in no_schema_is_empty(rows)? {
             match (kind, id, category) {
@@ -76,13 +113,17 @@ impl HoldGuard {
         Ok(set)
     }
 
-    /// Releases the lock: the batch that ran under it has committed.
+    /// Releases the lock: the batch that ran under it has committed. The session is
+    /// handed back for the next batch (to the run, or kept for this guard).
     pub async fn leave(&mut self) {
+        let Some(mut slot) = self.held.take() else {
+            return;
+        };
         if !self.entered {
             return;
         }
         self.entered = false;
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = slot.as_mut() else {
             return;
         };
         let ok: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock_shared($1, $2)")
@@ -91,8 +132,10 @@ impl HoldGuard {
             .fetch_one(&mut **conn)
             .await;
         if !matches!(ok, Ok(true)) {
-            // Never hand back a session that may still hold the lock: close it.
-            if let Some(c) = self.conn.take() {
+            // Never keep a session that may still hold the lock, or that is dead: close
+            // it. On a run's session this also frees the liveness lock, and the run's
+            // next batch refuses to start.
+            if let Some(c) = slot.take() {
                 drop(c.detach());
             }
         }
@@ -102,10 +145,12 @@ impl HoldGuard {
 impl Drop for HoldGuard {
     fn drop(&mut self) {
         if self.entered {
-            if let Some(c) = self.conn.take() {
+            if let Some(mut slot) = self.held.take() {
                 // Dropped inside a batch (a panic, a cancelled future): end the session,
                 // which frees the lock.
-                drop(c.detach());
+                if let Some(c) = slot.take() {
+                    drop(c.detach());
+                }
             }
         }
     }
@@ -319,8 +364,10 @@ impl Audit {
     /// A guard for batches that remove records (see [`HoldGuard`]).
     pub fn hold_guard(&self) -> HoldGuard {
         HoldGuard {
-            conn: None,
+            session: std::sync::Arc::new(tokio::sync::Mutex::new(None)),
+            held: None,
             entered: false,
+            run_owned: false,
         }
     }
 

@@ -44,21 +44,38 @@ pub struct RunStart {
     pub subject_hash: Option<String>,
 }
 
+/// The session that holds a run's liveness lock. Every batch of the run takes the holds
+/// lock on this same session ([`holds::HoldGuard::on_run`]): a batch can only start
+/// while the session, and so the liveness lock, is alive. If the session is lost (a
+/// network blip, `idle_session_timeout`, a server restart), the next batch fails to take
+/// the holds lock and the rule stops before it removes anything more.
+pub type RunSession = std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Postgres>>>>;
+
 /// A run in progress: its row, and the connection holding its liveness lock.
 pub struct RunHandle {
     /// Run id.
     pub run_id: Uuid,
     /// Row id (chain and lock key).
     pub id: i64,
-    lock: Option<PoolConnection<Postgres>>,
+    lock: RunSession,
+}
+
+impl RunHandle {
+    /// The session holding the liveness lock, for the run's batches.
+    pub fn session(&self) -> RunSession {
+        self.lock.clone()
+    }
 }
 
 impl Drop for RunHandle {
     fn drop(&mut self) {
-        if let Some(conn) = self.lock.take() {
-            // Not finished normally (the seal failed, or a panic): close the session so the
-            // liveness lock is freed and the next start records the run as interrupted.
-            drop(conn.detach());
+        if let Ok(mut slot) = self.lock.try_lock() {
+            if let Some(conn) = slot.take() {
+                // Not finished normally (the seal failed, or a panic): close the session so
+                // the liveness lock is freed and the next start records the run as
+                // interrupted.
+                drop(conn.detach());
+            }
         }
     }
 }
@@ -183,7 +200,7 @@ impl Audit {
         Ok(RunHandle {
             run_id,
             id,
-            lock: Some(conn),
+            lock: std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn))),
         })
     }
 
@@ -195,13 +212,74 @@ impl Audit {
         r: &RuleReport,
         keep_samples: bool,
     ) -> Result<(), sqlx::Error> {
+        self.insert_rule(run.run_id, position, r, keep_samples)
+            .await
+    }
+
+    /// Appends the running counts of the rule at `position` of run `run_id` (no samples).
+    pub async fn record_progress(
+        &self,
+        run_id: Uuid,
+        position: usize,
+        r: &RuleReport,
+    ) -> Result<(), sqlx::Error> {
+        let mut r = r.clone();
+        r.samples.clear();
+        r.details = details_with_counts(&r);
+        sqlx::query(
+            "INSERT INTO retentiond.rule_progress (run_id, position, report) VALUES ($1, $2, $3)",
+        )
+        .bind(run_id)
+        .bind(position as i32)
+        .bind(serde_json::to_value(&r).unwrap_or_default())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records, for each rule of run `id` that has progress but no result, its last
+    /// progress as an `interrupted` result whose counts are a lower bound.
+    async fn record_last_progress(&self, run_id: Uuid) -> Result<(), sqlx::Error> {
+        let rows: Vec<(i32, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT DISTINCT ON (p.position) p.position, p.report, p.recorded_at FROM retentiond.rule_progress p \
+             WHERE p.run_id = $1 AND NOT EXISTS (SELECT 1 FROM retentiond.rule_results r WHERE r.run_id = p.run_id AND r.position = p.position) \
+             ORDER BY p.position, p.id DESC",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for (position, report, at) in rows {
+            let Ok(mut r) = serde_json::from_value::<RuleReport>(report) else {
+                continue;
+            };
+            r.status = "interrupted".into();
+            r.details.insert("lower_bound".into(), true.into());
+            r.details
+                .insert("progress_recorded_at".into(), at.to_rfc3339().into());
+            r.errors.push(format!(
+                "the process stopped during this rule: the counts are what its committed batches had done at the last progress record ({}), a lower bound",
+                at.to_rfc3339()
+            ));
+            self.insert_rule(run_id, position.max(0) as usize, &r, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_rule(
+        &self,
+        run_id: Uuid,
+        position: usize,
+        r: &RuleReport,
+        keep_samples: bool,
+    ) -> Result<(), sqlx::Error> {
         let samples: &[String] = if keep_samples { &r.samples } else { &[] };
         sqlx::query(
             "INSERT INTO retentiond.rule_results (run_id, position, rule, category, store, place, action, status, cutoff, \
              matched, deleted, anonymised, held, failed, bytes, duration_ms, samples, errors, details) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
         )
-        .bind(run.run_id)
+        .bind(run_id)
         .bind(position as i32)
         .bind(&r.rule)
         .bind(&r.category)
@@ -228,12 +306,35 @@ impl Audit {
     /// Sets the final status, seals the run into the chain and drops its liveness lock.
     pub async fn finish_run(
         &self,
-        mut run: RunHandle,
+        run: RunHandle,
         status: &str,
         error: Option<&str>,
     ) -> Result<RunReport, sqlx::Error> {
+        // Sealed only while this process still holds the liveness lock: if its session
+        // was lost, another process may have sealed the run `interrupted` meanwhile.
+        let alive = {
+            let mut slot = run.lock.lock().await;
+            match slot.as_mut() {
+                Some(conn) => sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() \
+                     AND classid = $1::int8::oid AND objid = $2::int8::oid AND granted)",
+                )
+                .bind(i64::from(RUN_LOCK_CLASS))
+                .bind(i64::from(lock_key(run.id)))
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap_or(false),
+                None => false,
+            }
+        };
+        if !alive {
+            return Err(sqlx::Error::Protocol(
+                "the run's liveness lock was lost (its session ended); the run is left to recovery, which records it as interrupted".into(),
+            ));
+        }
         let report = self.seal_run(run.id, status, error).await?;
-        if let Some(mut conn) = run.lock.take() {
+        let taken = run.lock.lock().await.take();
+        if let Some(mut conn) = taken {
             let ok: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock($1, $2)")
                 .bind(RUN_LOCK_CLASS)
                 .bind(lock_key(run.id))
@@ -298,6 +399,9 @@ impl Audit {
                     .fetch_optional(&mut *conn)
                     .await?;
             if still_running.as_deref() == Some("running") {
+                if let Err(e) = self.record_last_progress(run_id).await {
+                    tracing::warn!(run_id = %run_id, error = %e, "cannot record the interrupted run's last progress");
+                }
                 self.seal_run(
                     id,
                     "interrupted",

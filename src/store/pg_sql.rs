@@ -944,6 +944,15 @@ mod tests {
     }
 }
 
+/// The settings that decide whether the server logs bind parameters, in the order
+/// `log_statement, log_min_duration_statement, log_min_duration_sample,
+/// log_parameter_max_length, log_parameter_max_length_on_error, pgaudit.log_parameter`
+/// (NULL where the server has no such setting).
+pub const PARAMETER_LOGGING: &str = "SELECT current_setting('log_statement', true), \
+     current_setting('log_min_duration_statement', true), current_setting('log_min_duration_sample', true), \
+     current_setting('log_parameter_max_length', true), current_setting('log_parameter_max_length_on_error', true), \
+     current_setting('pgaudit.log_parameter', true)";
+
 /// `ANALYZE table`, after a large delete (`vacuum = "analyze"`).
 pub fn analyze(table: &TableName) -> String {
     format!("ANALYZE {}", table.quoted())

@@ -89,11 +89,20 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// Exit code per SPEC §5: 3 refused, 1 failures, 0 otherwise.
+    /// Exit code per SPEC §5: 3 refused, 1 failures, 0 otherwise. A run in which no
+    /// selected rule did its work (every rule skipped because another process ran it,
+    /// or interrupted) is not a success either: 1.
     pub fn exit_code(&self) -> u8 {
+        let idle = self
+            .report
+            .rules
+            .iter()
+            .all(|r| matches!(r.status.as_str(), "skipped" | "interrupted"));
         match self.report.status.as_str() {
             "refused" => 3,
             "failed" | "partial" => 1,
+            "interrupted" if idle => 1,
+            _ if idle && !self.report.rules.is_empty() => 1,
             _ => 0,
         }
     }
@@ -121,12 +130,58 @@ pub(crate) struct RuleRun<'a> {
     pub allow_mass_delete: bool,
     pub erase: Option<(String, String)>,
     pub report: RuleReport,
+    /// The session holding the run's liveness lock (`None` outside a recorded run).
+    pub session: Option<crate::audit::RunSession>,
+    /// Where progress is recorded (`None` outside a recorded run).
+    pub progress: Option<Progress>,
+}
+
+/// How often a running rule appends its counts to the trail.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The progress record of one rule of a run.
+pub(crate) struct Progress {
+    pub run_id: uuid::Uuid,
+    pub position: usize,
+    pub last: Instant,
 }
 
 impl RuleRun<'_> {
+    /// A guard for the holds lock, on the run's own session when there is a run: so no
+    /// batch starts once the run's liveness lock is lost.
+    pub(crate) fn hold_guard(&self) -> crate::audit::holds::HoldGuard {
+        match &self.session {
+            Some(s) => crate::audit::holds::HoldGuard::on_run(s.clone()),
+            None => self.engine.audit.hold_guard(),
+        }
+    }
+
     pub(crate) fn error(&mut self, e: impl std::fmt::Display) {
         if self.report.errors.len() < MAX_ERRORS {
             self.report.errors.push(e.to_string());
+        }
+    }
+
+    /// Appends the rule's running counts to the trail when [`PROGRESS_EVERY`] has passed
+    /// since the last time; `adjust` adds what the report only gets at the end.
+    pub(crate) async fn record_progress(&mut self, adjust: impl FnOnce(&mut RuleReport)) {
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        if p.last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        p.last = Instant::now();
+        let (run_id, position) = (p.run_id, p.position);
+        let mut report = self.report.clone();
+        adjust(&mut report);
+        if let Err(e) = self
+            .engine
+            .audit
+            .record_progress(run_id, position, &report)
+            .await
+        {
+            warn!(error = %e, "cannot record the rule's progress");
         }
     }
 
@@ -217,7 +272,13 @@ impl Engine {
                     break;
                 }
                 let report = self
-                    .run_rule(rule, mode, opts, preflight.prepared.get(name))
+                    .run_rule(
+                        rule,
+                        mode,
+                        opts,
+                        preflight.prepared.get(name),
+                        Some((handle.session(), handle.run_id, position)),
+                    )
                     .instrument(info_span!("rule", rule = %rule.name))
                     .await;
                 interrupted |= report.status == "interrupted";
@@ -273,7 +334,7 @@ impl Engine {
             as_of,
             ..Default::default()
         };
-        self.run_rule(rule, mode, &opts, prepared).await
+        self.run_rule(rule, mode, &opts, prepared, None).await
     }
 
     async fn run_rule(
@@ -282,7 +343,19 @@ impl Engine {
         mode: Mode,
         opts: &RuleOptions,
         prepared: Option<&Prepared>,
+        run: Option<(crate::audit::RunSession, uuid::Uuid, usize)>,
     ) -> RuleReport {
+        let (session, progress) = match run {
+            Some((s, run_id, position)) => (
+                Some(s),
+                Some(Progress {
+                    run_id,
+                    position,
+                    last: Instant::now(),
+                }),
+            ),
+            None => (None, None),
+        };
         let started = Instant::now();
         let mut rr = RuleRun {
             engine: self,
@@ -291,6 +364,8 @@ impl Engine {
             as_of: opts.as_of,
             allow_mass_delete: opts.allow_mass_delete,
             erase: opts.erase.clone(),
+            session,
+            progress,
             report: RuleReport {
                 rule: rule.name.clone(),
                 category: rule.category.clone(),

@@ -208,8 +208,27 @@ async fn walk(
         }
         if !count_only && (pending.len() >= flush_at || !more) {
             let mut batch = std::mem::take(&mut pending);
-            leave_referenced(rr, refs, &mut batch).await?;
-            apply(rr, s3, p, batch).await;
+            // Holds apply at once, and no delete starts once the run's liveness is lost.
+            let mut guard = rr.hold_guard();
+            let holds = match guard.enter(&rr.engine.audit).await {
+                Ok(h) => h,
+                Err(e) => {
+                    guard.leave().await;
+                    return Err(format!("cannot read holds: {}", db_message(&e)));
+                }
+            };
+            if let Some(id) = holds.category(&rr.rule.category) {
+                guard.leave().await;
+                rr.report.details.insert("category_hold".into(), id.into());
+                break;
+            }
+            let checked = leave_referenced(rr, refs, &mut batch).await;
+            if checked.is_ok() {
+                apply(rr, s3, p, batch).await;
+            }
+            guard.leave().await;
+            checked?;
+            rr.record_progress(|_| {}).await;
         }
         if count_only {
             let before: (usize, u64) = (pending.len(), pending.iter().map(|o| o.size).sum());
@@ -445,7 +464,7 @@ pub(crate) async fn run_linked(
         };
         let taken = done.changed + done.bad.len() as u64;
         let changed = done.changed;
-        run.done(rr, done, started.elapsed());
+        run.done(rr, pg, done, started.elapsed()).await;
         if changed > 0 && !drain.run(rr).await {
             go_on = false;
         }
@@ -525,7 +544,7 @@ impl<'a> Drain<'a> {
                 return true;
             };
             self.after = last.id;
-            let mut guard = rr.engine.audit.hold_guard();
+            let mut guard = rr.hold_guard();
             let holds = match guard.enter(&rr.engine.audit).await {
                 Ok(h) => h,
                 Err(e) => {

@@ -133,7 +133,7 @@ pub(crate) async fn remove_expired(
     // Each leaf is detached, then counted (no row can arrive once it is detached), then
     // dropped, kept or archived. Counting the next leaf overlaps removing the previous one.
     let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<i64, sqlx::Error>>)> = None;
-    let mut guard = rr.engine.audit.hold_guard();
+    let mut guard = rr.hold_guard();
     for leaf in eligible {
         if rr.cancelled() {
             break;

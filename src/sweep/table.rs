@@ -238,7 +238,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     let mut run = Batches {
         size: daemon.batch_size,
         sizing,
-        guard: rr.engine.audit.hold_guard(),
+        guard: rr.hold_guard(),
         count: 0,
         paged: false,
         longest: Duration::ZERO,
@@ -311,6 +311,11 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             left.report(rr);
             // Left removable: blocked, failed, or locked by the application.
             rr.report.matched += done;
+            if end_holds.category_hold.is_some() {
+                // Everything still due is held by the category hold placed meanwhile.
+                rr.report.held = left.due;
+                rr.report.matched = done;
+            }
         }
     }
     report_kept_within_floor(rr, &pg, &scope, &scope.holds(&HoldSet::default(), "")).await;
@@ -351,10 +356,14 @@ impl Batches {
                 if let Some(id) = holds.category_hold {
                     self.guard.leave().await;
                     rr.report.details.insert("category_hold".into(), id.into());
-                    rr.error(format!(
-                        "hold {id} on category `{}` was placed during the run: the rule stopped",
-                        rr.rule.category
-                    ));
+                    rr.report.details.insert(
+                        "note".into(),
+                        format!(
+                            "hold {id} on category `{}` was placed during the run: the rule stopped before its next batch",
+                            rr.rule.category
+                        )
+                        .into(),
+                    );
                     return None;
                 }
                 Some(holds)
@@ -373,8 +382,37 @@ impl Batches {
         }
     }
 
-    /// Records one finished batch.
-    pub(crate) fn done(&mut self, rr: &mut RuleRun<'_>, done: BatchDone, elapsed: Duration) {
+    /// Records one finished batch, and every [`super::PROGRESS_EVERY`] the rule's running
+    /// counts in the trail (after making asynchronously committed batches durable, so a
+    /// progress record never counts a batch a server crash could undo).
+    pub(crate) async fn done(
+        &mut self,
+        rr: &mut RuleRun<'_>,
+        pg: &PgStore,
+        done: BatchDone,
+        elapsed: Duration,
+    ) {
+        self.count_batch(rr, done, elapsed);
+        let due = rr
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.last.elapsed() >= super::PROGRESS_EVERY);
+        if !due {
+            return;
+        }
+        if self.paged && pg.flush_wal().await.is_err() {
+            return;
+        }
+        let bad = self.skip.len() as u64;
+        let action = rr.rule.action;
+        rr.record_progress(|r| match action {
+            Action::Delete => r.blocked += bad,
+            Action::Anonymise => r.failed += bad,
+        })
+        .await;
+    }
+
+    fn count_batch(&mut self, rr: &mut RuleRun<'_>, done: BatchDone, elapsed: Duration) {
         self.longest = self.longest.max(elapsed);
         self.count += 1;
         match rr.rule.action {
@@ -478,7 +516,7 @@ async fn run_table(
         let taken = done.changed + done.bad.len() as u64;
         debug!(table = %table, rows = done.changed, bad = done.bad.len(), batch_size = run.size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
         run.paged |= matches!(batch, Batch::Pages { .. });
-        run.done(rr, done, elapsed);
+        run.done(rr, pg, done, elapsed).await;
         match batch {
             Batch::First(limit) if taken < limit as u64 => return true,
             Batch::Pages { to, .. } => next_page = to,

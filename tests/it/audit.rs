@@ -196,3 +196,35 @@ async fn a_killed_sweep_is_recorded_as_interrupted_and_the_next_run_finishes() {
     );
     env.run(&cfg_fast, &["audit", "verify"]).expect_code(0);
 }
+
+// Issue 13, item 8: a sweep in which every selected rule was skipped (another process
+// holds the rule) did nothing, and says so with exit 1, not 0.
+#[tokio::test]
+async fn a_sweep_whose_every_rule_was_skipped_does_not_exit_0() {
+    use sqlx::Connection;
+    let env = TestEnv::new("all_skipped").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, account_id bigint, at timestamptz);
+         INSERT INTO logs (account_id, at) SELECT g % 5, now() - interval '40 days' FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let cfg = env.config(RULES);
+    env.run(&cfg, &["migrate"]).expect_code(0);
+    // Another "replica" holds the rule's lock (the same key the daemon takes).
+    let url = std::fs::read_to_string(env.url_file()).unwrap();
+    let mut other = sqlx::PgConnection::connect(url.trim()).await.unwrap();
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(0x5254_4e32_i32)
+        .bind(retentiond::audit::rule_lock_key("logs"))
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(got, "the test holds the rule lock");
+    let out = env.run(&cfg, &["sweep", "--format", "json"]);
+    out.expect_code(1);
+    assert_eq!(out.json()["rules"][0]["status"], "skipped");
+    assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 20);
+    drop(other);
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 0);
+}

@@ -7,6 +7,7 @@ mod daemon;
 mod deploy;
 mod evidence;
 mod faults;
+mod killed_runs;
 mod partitions;
 mod pg_restart;
 mod postgres;

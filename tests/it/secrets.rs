@@ -104,3 +104,48 @@ async fn no_output_or_record_contains_a_secret() {
     env.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .await;
 }
+
+// Issue 13, item 12: the `hash` strategy sends the HMAC pads as bind parameters. A
+// server that would write parameters to its log is refused (exit 2, nothing changed);
+// with log_parameter_max_length = 0 the same rule runs.
+#[tokio::test]
+async fn hash_is_refused_against_a_server_that_logs_parameters() {
+    let env = TestEnv::new("hash_log").await;
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    env.sql(&format!(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz, email text);
+         INSERT INTO logs (at, email) SELECT now() - interval '40 days', 'a@example.com' FROM generate_series(1, 5);
+         ALTER DATABASE \"{db}\" SET log_statement = 'mod';"
+    ))
+    .await;
+    let cfg = env.config(
+        "[categories.logs]\ndescription = \"logs\"\n\n[[rules]]\nname = \"logs\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"anonymise\"\nanonymise = { email = \"hash\" }\n",
+    );
+    let out = env.run(&cfg, &["sweep"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("log_statement = mod")
+            && out.stderr.contains("log_parameter_max_length"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs WHERE email = 'a@example.com'")
+            .await,
+        5,
+        "nothing was anonymised"
+    );
+    env.sql(&format!(
+        "ALTER DATABASE \"{db}\" SET log_parameter_max_length = 0;"
+    ))
+    .await;
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs WHERE email = 'a@example.com'")
+            .await,
+        0
+    );
+}
