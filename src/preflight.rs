@@ -269,7 +269,7 @@ async fn check_rule(
         for c in &o.key_columns {
             let ci = column(c)?;
             let ok = matches!(ci.type_name.as_str(), "text" | "text[]")
-                || ci.type_name.starts_with("character varying");
+                || (ci.type_name.starts_with("character varying") && !ci.type_name.ends_with("[]"));
             if !ok {
                 return Err(format!(
                     "key column {c} is {}: expected text or text[]",

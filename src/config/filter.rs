@@ -70,6 +70,15 @@ pub fn check_filter(filter: &str) -> Result<(), String> {
                     "the filter must not use parameters (`{p}`): write the value itself"
                 ));
             }
+            // PostgreSQL starts a comment at `--` or `/*` even inside what this tokenizer
+            // reads as one operator (`%--`, `@/*`): outside string literals and quoted
+            // names, such characters would hide the rest of the statement.
+            tok if !is_quoted(tok) && hides_comment(&tok.to_string()) => {
+                return Err(format!(
+                    "the filter must be one SQL boolean expression; `{tok}` would start a comment in PostgreSQL (found at {})",
+                    where_in(filter, t.span.start)
+                ));
+            }
             _ => {}
         }
     }
@@ -104,6 +113,27 @@ pub fn check_filter(filter: &str) -> Result<(), String> {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(message) => Err(message),
     }
+}
+
+/// A string literal or a quoted name, whose text PostgreSQL does not scan for comments.
+fn is_quoted(t: &Token) -> bool {
+    match t {
+        Token::Word(w) => w.quote_style.is_some(),
+        Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::NationalStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_) => true,
+        _ => false,
+    }
+}
+
+fn hides_comment(text: &str) -> bool {
+    text.contains("--") || text.contains("/*") || text.contains("*/")
 }
 
 /// Walks a filter's tree and stops at the first thing that writes or locks.
@@ -276,6 +306,18 @@ mod tests {
         "note = $q$it's$q$",
         "note = E'it\\'s'",
     ];
+
+    #[test]
+    fn an_operator_that_hides_a_comment_is_refused() {
+        // sqlparser reads `%--` as one operator; PostgreSQL reads `%` and a comment, and
+        // the next line then leaves the parentheses.
+        refused("id %--'\n1 = 0) OR (true OR 0 %--'\n-1 = 0", "comment");
+        refused("id @/* x */ 1", "comment");
+        refused("a |-- b", "comment");
+        assert!(check_filter("note = 'a -- b /* c */'").is_ok());
+        assert!(check_filter("\"odd--name\" = 1").is_ok());
+        assert!(check_filter("x - -1 = 0").is_ok());
+    }
 
     #[test]
     fn legit_filters_are_accepted() {

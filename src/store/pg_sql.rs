@@ -610,8 +610,7 @@ impl Selection<'_> {
             sql: format!(
                 "WITH gone AS (DELETE FROM {t} WHERE {target} RETURNING {keys} AS keys, {subject} AS subject_id), \
                  queued AS (INSERT INTO {PENDING_TABLE} (objects_store, rule, category, subject_kind, subject_id, key) \
-                 SELECT {s}, {r}, {c}, NULLIF({k}, ''), g.subject_id, u.key FROM gone g CROSS JOIN LATERAL unnest(g.keys) AS u(key) \
-                 ON CONFLICT (objects_store, key) DO NOTHING) \
+                 SELECT {s}, {r}, {c}, NULLIF({k}, ''), g.subject_id, u.key FROM gone g CROSS JOIN LATERAL unnest(g.keys) AS u(key)) \
                  SELECT count(*) FROM gone",
                 t = self.table.quoted(),
                 keys = keys_array(queue.key_columns),
@@ -645,7 +644,8 @@ pub const PENDING_DDL: &str = "SELECT pg_advisory_xact_lock(1919251317, 0); \
     CREATE TABLE IF NOT EXISTS retentiond_work.pending_objects ( \
       id bigserial PRIMARY KEY, objects_store text NOT NULL, rule text NOT NULL, \
       category text NOT NULL, subject_kind text, subject_id text, key text NOT NULL, \
-      queued_at timestamptz NOT NULL DEFAULT now(), UNIQUE (objects_store, key))";
+      queued_at timestamptz NOT NULL DEFAULT now()); \
+    CREATE INDEX IF NOT EXISTS pending_objects_key ON retentiond_work.pending_objects (objects_store, key)";
 
 /// Whether the queue exists (`$1` unused).
 pub const PENDING_EXISTS: &str =
@@ -659,6 +659,17 @@ pub const PENDING_NEXT: &str = "SELECT id, key, category, subject_kind, subject_
 /// Removes the queue entries `$1` (bigint[]): their objects are gone, or a row still
 /// references them (whoever deletes that row queues the key again).
 pub const PENDING_DONE: &str = "DELETE FROM retentiond_work.pending_objects WHERE id = ANY($1)";
+
+/// `(id, key, category, subject_kind, subject_id)` of every queue entry of store `$1` for
+/// the keys `$2` (text[]): a key shared by rows of several subjects has one entry each,
+/// and its object stays while any of them is held.
+pub const PENDING_OF_KEYS: &str = "SELECT id, key, category, subject_kind, subject_id \
+    FROM retentiond_work.pending_objects WHERE objects_store = $1 AND key = ANY($2)";
+
+/// The keys of `$2` (text[]) queued for deletion in store `$1` (a prefix rule leaves them
+/// to the queue, which honours the holds of the rows they belonged to).
+pub const PENDING_QUEUED: &str = "SELECT DISTINCT key FROM retentiond_work.pending_objects \
+    WHERE objects_store = $1 AND key = ANY($2)";
 
 /// The keys of `$1` (text[]) that a row of `table` references in one of `columns`
 /// (`(column, is text[])`).

@@ -20,7 +20,7 @@ use crate::config::{Objects, PrefixTarget, TableName, Target};
 use crate::preflight::db_message;
 use crate::store::pg_sql::{
     referenced_keys, Batch, Param, Params, QueueTarget, Statement, PENDING_DDL, PENDING_DONE,
-    PENDING_NEXT,
+    PENDING_EXISTS, PENDING_NEXT, PENDING_OF_KEYS, PENDING_QUEUED,
 };
 use crate::store::s3::{BucketInfo, BulkDelete, Listed, ObjectRef, S3Store, MAX_KEYS_PER_DELETE};
 use crate::store::PgStore;
@@ -102,6 +102,7 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
     // Enforce: delete as pages arrive (memory stays flat).
     let mut done = Tally::default();
     rr.report.referenced = 0;
+    rr.report.details.remove("left_to_the_queue");
     if let Err(e) = walk(rr, &s3, p, bucket, cutoff, &refs, false, &mut done).await {
         rr.error(e);
         rr.report.status = if rr.report.deleted > 0 {
@@ -319,8 +320,25 @@ async fn leave_referenced(
     let referenced = refs.referenced(&keys).await.map_err(|e| {
         format!("cannot check which objects rows still reference; nothing was deleted: {e}")
     })?;
-    batch.retain(|o| !referenced.contains(&o.key));
+    // Objects whose rows are gone but which wait in the queue (held subjects' included)
+    // are the queue's to delete, not this rule's.
+    let queued = refs.queued(&keys).await.map_err(|e| {
+        format!("cannot read the queue of objects to delete; nothing was deleted: {e}")
+    })?;
+    batch.retain(|o| !referenced.contains(&o.key) && !queued.contains(&o.key));
     rr.report.referenced += referenced.len() as u64;
+    if !queued.is_empty() {
+        let before = rr
+            .report
+            .details
+            .get("left_to_the_queue")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        rr.report.details.insert(
+            "left_to_the_queue".into(),
+            (before + queued.len() as u64).into(),
+        );
+    }
     Ok(())
 }
 
@@ -493,6 +511,8 @@ struct Drain<'a> {
     held: u64,
     /// Kept because a row still references them; leave the queue.
     referenced: u64,
+    /// Keys handled this run.
+    seen: HashSet<String>,
 }
 
 impl<'a> Drain<'a> {
@@ -513,6 +533,7 @@ impl<'a> Drain<'a> {
             versions_deleted: 0,
             held: 0,
             referenced: 0,
+            seen: HashSet::new(),
         }
     }
 
@@ -528,22 +549,36 @@ impl<'a> Drain<'a> {
                     return false;
                 }
             };
-            let entries: Vec<Pending> = rows
-                .iter()
-                .filter_map(|r| {
-                    Some(Pending {
-                        id: r.try_get(0).ok()?,
-                        key: r.try_get(1).ok()?,
-                        category: r.try_get(2).ok()?,
-                        subject_kind: r.try_get(3).ok()?,
-                        subject_id: r.try_get(4).ok()?,
-                    })
-                })
-                .collect();
-            let Some(last) = entries.last() else {
+            let page = pending_rows(&rows);
+            let Some(last) = page.last() else {
                 return true;
             };
             self.after = last.id;
+            // Every entry of the page's keys, on later pages too: a key shared by rows of
+            // several subjects stays while any of them is held.
+            let mut keys: Vec<String> = page
+                .iter()
+                .map(|e| e.key.clone())
+                .filter(|k| !self.seen.contains(k))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            if keys.is_empty() {
+                continue;
+            }
+            self.seen.extend(keys.iter().cloned());
+            let st = Statement {
+                sql: PENDING_OF_KEYS.into(),
+                params: Params(vec![Param::Text(self.store.into()), Param::TextArray(keys)]),
+            };
+            let entries = match with_retry(|| self.pg.fetch_all(&st)).await {
+                Ok(rows) => pending_rows(&rows),
+                Err(e) => {
+                    rr.report.status = "partial".into();
+                    rr.error(format!("cannot read the object queue: {}", db_message(&e)));
+                    return false;
+                }
+            };
             let mut guard = rr.hold_guard();
             let holds = match guard.enter(&rr.engine.audit).await {
                 Ok(h) => h,
@@ -569,10 +604,19 @@ impl<'a> Drain<'a> {
         entries: Vec<Pending>,
         holds: &HoldSet,
     ) -> bool {
-        let (kept, free): (Vec<Pending>, Vec<Pending>) =
-            entries.into_iter().partition(|e| e.held(holds));
-        self.held += kept.len() as u64;
-        let keys: Vec<String> = free.iter().map(|e| e.key.clone()).collect();
+        let held_keys: HashSet<String> = entries
+            .iter()
+            .filter(|e| e.held(holds))
+            .map(|e| e.key.clone())
+            .collect();
+        self.held += held_keys.len() as u64;
+        let free: Vec<Pending> = entries
+            .into_iter()
+            .filter(|e| !held_keys.contains(&e.key))
+            .collect();
+        let mut keys: Vec<String> = free.iter().map(|e| e.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
         let referenced = match self.refs.referenced(&keys).await {
             Ok(r) => r,
             Err(e) => {
@@ -588,12 +632,12 @@ impl<'a> Drain<'a> {
         for e in free {
             if referenced.contains(&e.key) {
                 // Whoever deletes the referencing row queues the key again.
-                self.referenced += 1;
                 done.push(e.id);
             } else {
                 by_key.entry(e.key).or_default().push(e.id);
             }
         }
+        self.referenced += referenced.len() as u64;
         let keys: Vec<String> = by_key.keys().cloned().collect();
         let bucket = self.bucket;
         let listed: Vec<(String, Result<Vec<Listed>, String>)> = stream::iter(keys)
@@ -685,6 +729,20 @@ impl<'a> Drain<'a> {
     }
 }
 
+fn pending_rows(rows: &[sqlx::postgres::PgRow]) -> Vec<Pending> {
+    rows.iter()
+        .filter_map(|r| {
+            Some(Pending {
+                id: r.try_get(0).ok()?,
+                key: r.try_get(1).ok()?,
+                category: r.try_get(2).ok()?,
+                subject_kind: r.try_get(3).ok()?,
+                subject_id: r.try_get(4).ok()?,
+            })
+        })
+        .collect()
+}
+
 /// One queued object.
 struct Pending {
     id: i64,
@@ -724,6 +782,9 @@ fn same_subject(hold: &str, row: &str) -> bool {
 /// rules (enabled or not) whose `objects` use it.
 pub(crate) struct References {
     queries: Vec<(PgStore, String)>,
+    /// The s3 store, and the databases whose queues may hold its keys.
+    store: String,
+    queues: Vec<PgStore>,
 }
 
 impl References {
@@ -731,6 +792,7 @@ impl References {
     /// read is an error: an object it might reference must not be deleted.
     pub(crate) async fn load(engine: &Engine, store: &str) -> Result<Self, String> {
         let mut queries = Vec::new();
+        let (mut queue_stores, mut queues): (Vec<String>, Vec<PgStore>) = (Vec::new(), Vec::new());
         for rule in &engine.config.rules {
             let Target::Table(t) = &rule.target else {
                 continue;
@@ -772,8 +834,50 @@ impl References {
                 cols.push((c.clone(), ci.type_name.ends_with("[]")));
             }
             queries.push((pg.clone(), referenced_keys(&t.table, &cols)));
+            if !queue_stores.contains(&rule.store) {
+                queue_stores.push(rule.store.clone());
+                queues.push(pg.clone());
+            }
         }
-        Ok(Self { queries })
+        Ok(Self {
+            queries,
+            store: store.to_owned(),
+            queues,
+        })
+    }
+
+    /// The keys of `keys` queued for deletion after their rows went: a prefix rule leaves
+    /// them to the queue, which keeps an object while a hold covers its row.
+    pub(crate) async fn queued(&self, keys: &[String]) -> Result<HashSet<String>, String> {
+        let mut out = HashSet::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        for pg in &self.queues {
+            let exists = Statement {
+                sql: PENDING_EXISTS.into(),
+                params: Params(Vec::new()),
+            };
+            let there: bool = with_retry(|| pg.fetch_one(&exists))
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| db_message(&e))?;
+            if !there {
+                continue;
+            }
+            let st = Statement {
+                sql: PENDING_QUEUED.into(),
+                params: Params(vec![
+                    Param::Text(self.store.clone()),
+                    Param::TextArray(keys.to_vec()),
+                ]),
+            };
+            let rows = with_retry(|| pg.fetch_all(&st))
+                .await
+                .map_err(|e| db_message(&e))?;
+            out.extend(rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()));
+        }
+        Ok(out)
     }
 
     /// The keys of `keys` that some row still references.

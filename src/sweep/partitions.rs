@@ -119,7 +119,10 @@ pub(crate) async fn remove_expired(
                     continue;
                 }
                 Err(e) => {
-                    rr.error(format!("cannot check holds in {leaf}: {}", db_message(&e)));
+                    rr.error(format!(
+                        "cannot check holds in {leaf}: {}",
+                        super::table::error_ref(&e)
+                    ));
                     continue;
                 }
             }
@@ -162,7 +165,10 @@ pub(crate) async fn remove_expired(
             }
             Err(e) => {
                 guard.leave().await;
-                rr.error(format!("cannot check holds in {leaf}: {}", db_message(&e)));
+                rr.error(format!(
+                    "cannot check holds in {leaf}: {}",
+                    super::table::error_ref(&e)
+                ));
                 continue;
             }
         }

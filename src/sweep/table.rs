@@ -159,7 +159,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             Err(e) => {
                 return fail(
                     rr,
-                    format!("counting due records failed: {}", db_message(&e)),
+                    format!("counting due records failed: {}", error_ref(&e)),
                 )
             }
         };
@@ -243,9 +243,11 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         paged: false,
         longest: Duration::ZERO,
         skip: Vec::new(),
+        bad: 0,
         first_error: None,
     };
     for table in &tables {
+        run.skip.clear();
         let go_on = match &t.objects {
             Some(o) => super::objects::run_linked(rr, &pg, &scope, table, o, &mut run).await,
             None => run_table(rr, &pg, &scope, table, hmac.clone(), &mut run).await,
@@ -271,7 +273,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         "longest_batch_ms".into(),
         (run.longest.as_millis() as u64).into(),
     );
-    let bad = run.skip.len() as u64;
+    let bad = run.bad;
     if let Some(e) = run.first_error.take() {
         let (what, field) = match rr.rule.action {
             Action::Delete => ("deleted", "blocked"),
@@ -337,8 +339,11 @@ pub(crate) struct Batches {
     pub count: u64,
     pub paged: bool,
     pub longest: Duration,
-    /// Rows that could not be changed this run: later batches leave them out.
+    /// Rows of the current table that could not be changed this run: its later batches
+    /// leave them out (ctids are per table: cleared for each leaf).
     pub skip: Vec<String>,
+    /// Rows that could not be changed this run, over every table.
+    pub bad: u64,
     pub first_error: Option<String>,
 }
 
@@ -403,7 +408,7 @@ impl Batches {
         if self.paged && pg.flush_wal().await.is_err() {
             return;
         }
-        let bad = self.skip.len() as u64;
+        let bad = self.bad;
         let action = rr.rule.action;
         rr.record_progress(|r| match action {
             Action::Delete => r.blocked += bad,
@@ -423,6 +428,7 @@ impl Batches {
         if self.first_error.is_none() {
             self.first_error = done.first_error;
         }
+        self.bad += done.bad.len() as u64;
         self.skip.extend(done.bad);
         self.size = self.sizing.next(self.size, elapsed);
     }

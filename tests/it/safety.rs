@@ -582,10 +582,18 @@ async fn a_filter_that_breaks_out_of_its_parentheses_is_refused() {
         "status = 'resolved' -- and the rest",
         "status = 'resolved' /* c */",
         "true) OR (status IS NULL",
+        // sqlparser reads `%--` as one operator, PostgreSQL as `%` and a comment: the
+        // next line then leaves the parentheses (found by review).
+        "id %--'\n1 = 0) OR (true OR 0 %--'\n-1 = 0",
     ] {
         let cfg = with_filter(bad);
         let v = env.run(&cfg, &["validate"]);
         assert_eq!(v.code, 2, "validate of filter {bad:?}: {}", v.stderr);
+        assert!(
+            v.stderr.contains("filter"),
+            "refused for the filter: {}",
+            v.stderr
+        );
         let s = env.run(&cfg, &["sweep"]);
         assert_eq!(s.code, 2, "sweep with filter {bad:?}: {}", s.stderr);
     }
@@ -598,7 +606,12 @@ async fn a_filter_that_breaks_out_of_its_parentheses_is_refused() {
 
 /// `s` as a TOML basic string.
 fn toml_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    )
 }
 
 // Issue 12, item 5 / 9 (dangerous configs): a retain of zero is refused with exit 2.
@@ -1044,4 +1057,86 @@ async fn a_naive_timestamp_is_read_in_its_age_timezone() {
     );
     let dry = env.run(&utc, &["sweep", "--dry-run", "--format", "json"]);
     assert_eq!(n(&dry.json(), "visits", "matched"), 7);
+}
+
+// Issue 12, item 3 (found by review): an object whose rows are gone waits in the queue
+// while a hold covers any of the rows it belonged to, even when the queue has it under
+// another subject too; a prefix rule over the same keys leaves it to the queue.
+#[tokio::test]
+async fn a_queued_object_of_a_held_subject_stays_until_the_hold_is_released() {
+    for server in plain_servers() {
+        let mut env = TestEnv::new("queued_held").await;
+        env.env.extend(server.env());
+        let c = server.client();
+        let bucket = server.bucket(false).await;
+        env.sql(&format!("{GENS}")).await;
+        put_many(
+            &c,
+            &bucket,
+            vec!["g/shared.png".into(), "g/free.png".into()],
+        )
+        .await;
+        let cfg = env.config(&format!(
+            "{}{}{}",
+            server.store(&bucket),
+            gens_rule("gens", "gens"),
+            "[[rules]]\nname = \"orphans\"\ncategory = \"assets\"\nstore = \"assets\"\nprefix = \"g/\"\nretain = \"1s\"\naction = \"delete\"\n"
+        ));
+        // Rows of accounts 7 and 8 pointing at g/shared.png were deleted by a run that
+        // stopped before its objects went: the queue holds the key once per row.
+        env.run(&cfg, &["sweep", "--dry-run", "--rule", "gens"])
+            .expect_code(0);
+        env.sql(
+            "SELECT pg_advisory_xact_lock(1919251317, 0);
+             CREATE SCHEMA IF NOT EXISTS retentiond_work;
+             CREATE TABLE IF NOT EXISTS retentiond_work.pending_objects (id bigserial PRIMARY KEY, objects_store text NOT NULL, rule text NOT NULL, category text NOT NULL, subject_kind text, subject_id text, key text NOT NULL, queued_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO retentiond_work.pending_objects (objects_store, rule, category, subject_kind, subject_id, key) VALUES
+               ('assets', 'gens', 'assets', 'account', '7', 'g/shared.png'),
+               ('assets', 'gens', 'assets', 'account', '8', 'g/shared.png'),
+               ('assets', 'gens', 'assets', 'account', '7', 'g/free.png');",
+        )
+        .await;
+        env.run(
+            &cfg,
+            &["hold", "add", "--subject", "account:8", "--reason", "case"],
+        )
+        .expect_code(0);
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        // The prefix rule first: it must leave queued keys alone.
+        env.run(&cfg, &["sweep", "--rule", "orphans", "--format", "json"])
+            .expect_code(0);
+        assert_eq!(
+            keys(&c, &bucket, "g/").await,
+            vec!["g/free.png".to_string(), "g/shared.png".to_string()],
+            "{}: the prefix rule leaves queued objects to the queue",
+            server.name
+        );
+        env.run(&cfg, &["sweep", "--rule", "gens", "--format", "json"])
+            .expect_code(0);
+        assert_eq!(
+            keys(&c, &bucket, "g/").await,
+            vec!["g/shared.png".to_string()],
+            "{}: account 8 is held, so its queued object stays; the free one goes",
+            server.name
+        );
+        let id = env
+            .scalar("SELECT id FROM retentiond.holds ORDER BY id DESC LIMIT 1")
+            .await;
+        env.run(
+            &cfg,
+            &["hold", "release", &id.to_string(), "--reason", "closed"],
+        )
+        .expect_code(0);
+        env.run(&cfg, &["sweep", "--rule", "gens"]).expect_code(0);
+        assert!(
+            keys(&c, &bucket, "g/").await.is_empty(),
+            "{}: released, the queued object goes",
+            server.name
+        );
+        assert_eq!(
+            env.scalar("SELECT count(*) FROM retentiond_work.pending_objects")
+                .await,
+            0
+        );
+    }
 }
