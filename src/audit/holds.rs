@@ -41,67 +41,72 @@ impl HoldSet {
 /// [`HoldGuard::enter`] takes the lock and reads the holds in force; the batch then runs
 /// with them; [`HoldGuard::leave`] releases the lock once the batch has committed.
 pub struct HoldGuard {
-    /// The session the lock is taken on: the run's own (which holds its liveness lock),
-    /// or one of the pool's for reads outside a run.
-    session: super::RunSession,
+    /// The session the lock is taken on.
+    slot: std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Postgres>>>>,
+    /// The run whose liveness session it is (none: a pool session, for reads).
+    run: Option<super::RunSession>,
     /// Held between `enter` and `leave`.
     held: Option<tokio::sync::OwnedMutexGuard<Option<PoolConnection<Postgres>>>>,
     entered: bool,
-    /// Whether the session belongs to a run (never replaced by a fresh one).
-    run_owned: bool,
 }
 
 impl HoldGuard {
     /// A guard on the run's own session: a batch can take the holds lock only while the
-    /// session holding the run's liveness lock is alive.
+    /// session holding the run's liveness lock is alive, or could be taken again safely.
     pub fn on_run(session: super::RunSession) -> Self {
         Self {
-            session,
+            slot: session.slot(),
+            run: Some(session),
             held: None,
             entered: false,
-            run_owned: true,
         }
     }
 
     /// Takes the lock (waiting for a `hold add` in progress) and reads the holds.
     pub async fn enter(&mut self, audit: &Audit) -> Result<HoldSet, sqlx::Error> {
         if self.held.is_none() {
-            self.held = Some(self.session.clone().lock_owned().await);
+            self.held = Some(self.slot.clone().lock_owned().await);
         }
         let slot = self.held.as_mut().expect("locked above");
-        if slot.is_none() {
-            if self.run_owned {
-                return Err(sqlx::Error::Protocol(
-                    "the run's session is gone: its liveness lock was lost".into(),
-                ));
+        let mut attempt = 0;
+        while !self.entered {
+            attempt += 1;
+            match &self.run {
+                Some(run) => run.ensure(&audit.pool, slot).await?,
+                None if slot.is_none() => **slot = Some(audit.pool.acquire().await?),
+                None => {}
             }
-            **slot = Some(audit.pool.acquire().await?);
-        }
-        let conn = slot.as_mut().expect("acquired above");
-        if !self.entered {
-            if let Err(e) = sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+            let conn = slot.as_mut().expect("ensured above");
+            match sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
                 .bind(HOLDS_LOCK.0)
                 .bind(HOLDS_LOCK.1)
                 .execute(&mut **conn)
                 .await
             {
-                // A session that failed here may be dead: never use it again.
-                if let Some(c) = slot.take() {
-                    drop(c.detach());
+                Ok(_) => self.entered = true,
+                Err(e) => {
+                    // A session that failed here may be dead: never use it again. Once,
+                    // a new one is taken (for a run, only if its liveness is safe).
+                    if let Some(c) = slot.take() {
+                        drop(c.detach());
+                    }
+                    if attempt >= 2 {
+                        return Err(e);
+                    }
                 }
-                return Err(e);
             }
-            self.entered = true;
         }
+        let conn = slot.as_mut().expect("entered on it");
         // A statement of its own, so its snapshot is taken after the lock was granted.
         let rows: Result<Vec<ActiveHold>, _> =
             sqlx::query_as(ACTIVE_HOLDS).fetch_all(&mut **conn).await;
+        let rows = no_schema_is_empty(rows);
         if rows.is_err() {
             // Still holding the shared lock: `leave` releases it (or closes the session).
             self.leave().await;
         }
         let mut set = HoldSet::default();
-        for (kind, id, category, hold_id) in no_schema_is_empty(rows)? {
+        for (kind, id, category, hold_id) in rows? {
             match (kind, id, category) {
                 (Some(k), Some(i), _) => set.subjects.entry(k).or_default().push(i),
                 (_, _, Some(c)) => {
@@ -364,10 +369,10 @@ impl Audit {
     /// A guard for batches that remove records (see [`HoldGuard`]).
     pub fn hold_guard(&self) -> HoldGuard {
         HoldGuard {
-            session: std::sync::Arc::new(tokio::sync::Mutex::new(None)),
+            slot: std::sync::Arc::new(tokio::sync::Mutex::new(None)),
+            run: None,
             held: None,
             entered: false,
-            run_owned: false,
         }
     }
 

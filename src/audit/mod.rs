@@ -49,7 +49,66 @@ pub struct RunStart {
 /// while the session, and so the liveness lock, is alive. If the session is lost (a
 /// network blip, `idle_session_timeout`, a server restart), the next batch fails to take
 /// the holds lock and the rule stops before it removes anything more.
-pub type RunSession = std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Postgres>>>>;
+#[derive(Clone)]
+pub struct RunSession {
+    conn: std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Postgres>>>>,
+    id: i64,
+}
+
+/// A new session holding run `id`'s liveness lock, if no other process has taken the
+/// lock or sealed the run since the old session was lost; otherwise the run must stop.
+async fn reattach(pool: &PgPool, id: i64) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(RUN_LOCK_CLASS)
+        .bind(lock_key(id))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !got {
+        return Err(sqlx::Error::Protocol(
+            "the run's liveness lock was lost and another process holds it now".into(),
+        ));
+    }
+    let open: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM retentiond.runs WHERE id = $1 AND status = 'running' AND hash IS NULL)",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !open {
+        drop(conn.detach());
+        return Err(sqlx::Error::Protocol(
+            "the run's liveness lock was lost and another process has recorded the run meanwhile"
+                .into(),
+        ));
+    }
+    tracing::warn!(
+        run = id,
+        "the run's session was lost; its liveness lock is taken again on a new one"
+    );
+    Ok(conn)
+}
+
+impl RunSession {
+    /// The run's session in `slot`, taken again on a new connection when it was lost
+    /// and no other process has recovered the run since.
+    pub(crate) async fn ensure(
+        &self,
+        pool: &PgPool,
+        slot: &mut Option<PoolConnection<Postgres>>,
+    ) -> Result<(), sqlx::Error> {
+        if slot.is_none() {
+            *slot = Some(reattach(pool, self.id).await?);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn slot(
+        &self,
+    ) -> std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Postgres>>>> {
+        self.conn.clone()
+    }
+}
 
 /// A run in progress: its row, and the connection holding its liveness lock.
 pub struct RunHandle {
@@ -57,13 +116,16 @@ pub struct RunHandle {
     pub run_id: Uuid,
     /// Row id (chain and lock key).
     pub id: i64,
-    lock: RunSession,
+    lock: std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Postgres>>>>,
 }
 
 impl RunHandle {
     /// The session holding the liveness lock, for the run's batches.
     pub fn session(&self) -> RunSession {
-        self.lock.clone()
+        RunSession {
+            conn: self.lock.clone(),
+            id: self.id,
+        }
     }
 }
 
@@ -314,6 +376,12 @@ impl Audit {
         // was lost, another process may have sealed the run `interrupted` meanwhile.
         let alive = {
             let mut slot = run.lock.lock().await;
+            if slot.is_none() {
+                match reattach(&self.pool, run.id).await {
+                    Ok(c) => *slot = Some(c),
+                    Err(e) => tracing::warn!(error = %e, "the run cannot be sealed"),
+                }
+            }
             match slot.as_mut() {
                 Some(conn) => sqlx::query_scalar::<_, bool>(
                     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() \

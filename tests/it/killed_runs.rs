@@ -121,30 +121,46 @@ async fn a_killed_run_keeps_what_its_batches_removed() {
         .contains("lower bound"));
 }
 
-// Issue 13, item 2: when the session holding a run's liveness lock is lost, the run
-// stops before it removes anything more (another process may seal it `interrupted`),
-// `audit verify` reports it until it is recovered, and recovery seals it.
+// Issue 13, item 2: when the session holding a run's liveness lock is lost and another
+// process takes the lock (as a recovery does before sealing the run `interrupted`), the
+// run stops before it removes anything more; `audit verify` reports the run until it is
+// recovered, and recovery seals it.
 #[tokio::test]
 async fn a_run_that_lost_its_liveness_lock_stops_removing() {
+    use sqlx::Connection;
     let env = TestEnv::new("lost_liveness").await;
     let cfg = slow_table(&env).await;
     env.run(&cfg, &["migrate"]).expect_code(0);
     let mut child = spawn_sweep(&env, &cfg);
     wait_gone(&env, &mut child, 200).await;
-    // Drop the session that holds the run's liveness lock (class "RTN1").
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
-         WHERE locktype = 'advisory' AND classid = 1381256753 AND granted \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) t",
+    let url = std::fs::read_to_string(env.url_file()).unwrap();
+    let mut other = sqlx::PgConnection::connect(url.trim()).await.unwrap();
+    // Drop the session that holds the run's liveness lock (class "RTN1"), and take the
+    // lock at once, as another replica's recovery would.
+    let key: i64 = sqlx::query_scalar(
+        "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381256753 AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
-    .fetch_one(&env.pool)
+    .fetch_one(&mut other)
+    .await
+    .expect("a session holds the run's liveness lock");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381256753 \
+         AND objid = $1::int8::oid AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(key)
+    .execute(&mut other)
     .await
     .unwrap();
-    assert_eq!(killed, 1, "one session held a run's liveness lock");
+    sqlx::query("SELECT pg_advisory_lock(1381256753, $1::int4)")
+        .bind(key as i32)
+        .execute(&mut other)
+        .await
+        .unwrap();
     let left_then = env.scalar("SELECT count(*) FROM stream").await;
-    let out = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
     assert_ne!(
-        out.status.code(),
+        status.code(),
         Some(0),
         "the run could not be recorded: not a success"
     );
@@ -155,6 +171,7 @@ async fn a_run_that_lost_its_liveness_lock_stops_removing() {
         left_then - left_after
     );
     assert!(left_after > 0);
+    drop(other);
     // Never sealed: audit verify says so (exit 4).
     let v = env.run(&cfg, &["audit", "verify"]);
     v.expect_code(4);
@@ -171,5 +188,36 @@ async fn a_run_that_lost_its_liveness_lock_stops_removing() {
             .await,
         1
     );
+    env.run(&cfg, &["audit", "verify"]).expect_code(0);
+}
+
+// Issue 13, item 2: a lost session whose lock nobody took is taken again safely, and
+// the run goes on to the end, recorded as it happened.
+#[tokio::test]
+async fn a_run_whose_session_drops_takes_its_lock_again_and_finishes() {
+    let env = TestEnv::new("relock_liveness").await;
+    let cfg = slow_table(&env).await;
+    env.run(&cfg, &["migrate"]).expect_code(0);
+    let mut child = spawn_sweep(&env, &cfg);
+    wait_gone(&env, &mut child, 200).await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND classid = 1381256753 AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) t",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "one session held the run's liveness lock");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.scalar("SELECT count(*) FROM stream").await, 0);
+    let (status, deleted): (String, i64) = sqlx::query_as(
+        "SELECT r.status, x.deleted FROM retentiond.runs r JOIN retentiond.rule_results x USING (run_id) WHERE r.mode = 'enforce'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), deleted), ("succeeded", 3000));
     env.run(&cfg, &["audit", "verify"]).expect_code(0);
 }

@@ -1069,7 +1069,7 @@ async fn a_queued_object_of_a_held_subject_stays_until_the_hold_is_released() {
         env.env.extend(server.env());
         let c = server.client();
         let bucket = server.bucket(false).await;
-        env.sql(&format!("{GENS}")).await;
+        env.sql(GENS).await;
         put_many(
             &c,
             &bucket,
