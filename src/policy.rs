@@ -82,12 +82,32 @@ pub fn rows(config: &Config) -> Vec<PolicyRow> {
                         }
                         Action::Delete => "deleted".to_owned(),
                         Action::Anonymise => {
-                            let cols: Vec<String> = t
+                            // A keyed hash is deterministic and joins across tables: the
+                            // column is pseudonymised, which is still personal data
+                            // under the GDPR (Recital 26), not anonymised.
+                            let (pseudo, anon): (Vec<_>, Vec<_>) = t
                                 .anonymise
                                 .iter()
-                                .map(|(c, s)| format!("{c} ({s})"))
-                                .collect();
-                            format!("anonymised: {}", cols.join(", "))
+                                .partition(|(_, s)| matches!(s, crate::anonymise::Strategy::Hash));
+                            let list =
+                                |v: &[&(crate::config::Ident, crate::anonymise::Strategy)]| {
+                                    v.iter()
+                                        .map(|(c, s)| format!("{c} ({s})"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                };
+                            match (anon.is_empty(), pseudo.is_empty()) {
+                                (false, true) => format!("anonymised: {}", list(&anon)),
+                                (true, false) => format!(
+                                    "pseudonymised (still personal data): {}",
+                                    list(&pseudo)
+                                ),
+                                _ => format!(
+                                    "anonymised: {}; pseudonymised (still personal data): {}",
+                                    list(&anon),
+                                    list(&pseudo)
+                                ),
+                            }
                         }
                     };
                     (format!("{}{when}", humanize(&r.retain)), action)

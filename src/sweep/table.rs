@@ -295,11 +295,10 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     // application and skipped. Recount only when it can differ from what was processed:
     // right after a large delete that count walks every dead index entry, so it is
     // skipped when nothing can be left.
-    let recount = rr.erase.is_some()
-        || !start_holds.held_ids.is_empty()
-        || start_holds.keeps.iter().any(Keep::keeps_anything)
-        || t.objects.is_some()
-        || bad > 0;
+    // What other rules keep is never removable, so it needs no recount: a dry-run and
+    // `plan` count it (`kept_by_other_rules`), and an erasure always recounts.
+    let recount =
+        rr.erase.is_some() || !start_holds.held_ids.is_empty() || t.objects.is_some() || bad > 0;
     if !needs_count && !recount {
         rr.report.matched = rr.report.deleted + rr.report.anonymised;
     }

@@ -359,3 +359,21 @@ async fn json_logs_carry_run_id_and_rule_on_every_line_of_a_run() {
         assert!(spans.iter().any(|s| s["rule"] == "logs"), "no rule: {l}");
     }
 }
+
+// Issue 13, item 6: a keyed hash is pseudonymisation, not anonymisation: `policy` says so
+// per column.
+#[tokio::test]
+async fn policy_calls_hashed_columns_pseudonymised() {
+    let env = crate::common::TestEnv::new("pseudonymised").await;
+    let cfg = env.config(
+        "[categories.usage]\ndescription = \"usage\"\n\n[[rules]]\nname = \"usage\"\ncategory = \"usage\"\nstore = \"app\"\ntable = \"usage\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"anonymise\"\nanonymise = { ip = \"null\", key_id = \"hash\" }\n",
+    );
+    let out = env.run(&cfg, &["policy"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("anonymised: ip (null); pseudonymised (still personal data): key_id (hash)"),
+        "{}",
+        out.stdout
+    );
+}
