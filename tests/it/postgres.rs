@@ -786,3 +786,41 @@ async fn page_walk_skips_a_row_the_application_has_locked() {
     assert_eq!(n(&again.json(), "events", "deleted"), 1);
     assert_eq!(env.scalar("SELECT count(*) FROM events").await, 2000);
 }
+
+// Issue 13, item 9: one row the strategy cannot write does not stop the rule: the batch
+// is split, the other rows are anonymised, the bad one is counted `failed` with its
+// SQLSTATE and no value, and stays for the next run.
+#[tokio::test]
+async fn one_bad_row_does_not_stop_an_anonymise_rule() {
+    let env = TestEnv::new("bad_row").await;
+    env.sql(
+        "CREATE TABLE usage (id serial PRIMARY KEY, at timestamptz NOT NULL, ip text);
+         INSERT INTO usage (at, ip) SELECT now() - interval '40 days', '10.1.2.' || g FROM generate_series(1, 20) g;
+         INSERT INTO usage (at, ip) VALUES (now() - interval '40 days', '1:2:3:4:5:6:7:8:9');",
+    )
+    .await;
+    let cfg = env.config(
+        "[categories.usage]\ndescription = \"usage\"\n\n[[rules]]\nname = \"usage\"\ncategory = \"usage\"\nstore = \"app\"\ntable = \"usage\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"anonymise\"\nanonymise = { ip = \"truncate_ip\" }\n",
+    );
+    let out = env.run(&cfg, &["sweep", "--format", "json"]);
+    out.expect_code(1);
+    let r = out.json();
+    assert_eq!(n(&r, "usage", "anonymised"), 20);
+    assert_eq!(n(&r, "usage", "failed"), 1);
+    let errors = rule(&r, "usage")["errors"].to_string();
+    assert!(errors.contains("22P02"), "{errors}");
+    assert!(
+        !errors.contains("1:2:3:4:5:6:7:8:9") && !out.stderr.contains("1:2:3:4:5:6:7:8:9"),
+        "no row value in the report or the log: {errors}"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM usage WHERE ip LIKE '10.1.2.0'")
+            .await,
+        20
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM usage WHERE ip = '1:2:3:4:5:6:7:8:9'")
+            .await,
+        1
+    );
+}
