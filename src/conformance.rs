@@ -23,9 +23,9 @@ pub struct RuleConformance {
     pub held: u64,
     /// Time of the oldest overdue record.
     pub oldest_overdue: Option<DateTime<Utc>>,
-    /// Its age past the cutoff, human-readable.
+    /// How long past the cutoff it is, human-readable.
     pub oldest_overdue_age: Option<String>,
-    /// Its age in seconds (as `retentiond_oldest_overdue_age_seconds`).
+    /// The same in seconds (as `retentiond_oldest_overdue_age_seconds`).
     pub oldest_overdue_age_seconds: Option<f64>,
     /// Why the rule could not be checked.
     pub error: Option<String>,
@@ -62,10 +62,19 @@ pub async fn check_rule(
         .and_then(|v| v.as_str())
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc));
-    let overdue = if r.status == "failed" { 0 } else { r.matched };
+    let failed = r.status == "failed";
+    let overdue = if failed { 0 } else { r.matched };
     let oldest = if overdue > 0 { oldest } else { None };
-    let age = oldest.map(|o| (Utc::now() - o).num_seconds().max(0) as f64);
-    crate::metrics::record_overdue(&rule.name, overdue, age.unwrap_or(0.0));
+    // How long past its cutoff the oldest overdue record is (not its age).
+    let age = match (oldest, r.cutoff) {
+        (Some(o), Some(c)) => Some((c - o).num_seconds().max(0) as f64),
+        _ => None,
+    };
+    if failed {
+        crate::metrics::record_conformance_failure(&rule.name);
+    } else {
+        crate::metrics::record_overdue(&rule.name, overdue, age.unwrap_or(0.0));
+    }
     RuleConformance {
         rule: rule.name.clone(),
         category: rule.category.clone(),

@@ -30,9 +30,20 @@ pub fn record_run(report: &RunReport) {
     }
 }
 
-/// Sets the overdue gauges of one rule (from `conformance` figures).
+/// Sets the overdue gauges of one rule (from `conformance` figures), and marks its
+/// check as done (`retentiond_conformance_check_ok 1`).
 pub fn record_overdue(rule: &str, overdue: u64, oldest_age_seconds: f64) {
     gauge!("retentiond_overdue_records", "rule" => rule.to_owned()).set(overdue as f64);
     gauge!("retentiond_oldest_overdue_age_seconds", "rule" => rule.to_owned())
         .set(oldest_age_seconds);
+    gauge!("retentiond_conformance_check_ok", "rule" => rule.to_owned()).set(1.0);
+}
+
+/// A conformance check that could not be made. The overdue gauges are left as they
+/// were (absent, or stale from the last check that worked), never set to 0: a failed
+/// check must not look like a clean one. `retentiond_conformance_check_ok 0` marks them
+/// stale, and the failure is counted.
+pub fn record_conformance_failure(rule: &str) {
+    gauge!("retentiond_conformance_check_ok", "rule" => rule.to_owned()).set(0.0);
+    counter!("retentiond_conformance_failures_total", "rule" => rule.to_owned()).increment(1);
 }

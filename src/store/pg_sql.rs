@@ -1000,6 +1000,46 @@ pub mod partitions {
         "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
          WHERE i.inhparent = $1::int8::oid AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT')";
 
+    /// Creates the record of leaves being detached (idempotent, serialised).
+    pub const DETACHING_DDL: &str = "SELECT pg_advisory_xact_lock(1919251317, 1); \
+        CREATE SCHEMA IF NOT EXISTS retentiond_work; \
+        CREATE TABLE IF NOT EXISTS retentiond_work.detaching ( \
+          rule text NOT NULL, parent text NOT NULL, leaf_schema text NOT NULL, leaf_name text NOT NULL, \
+          recorded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (parent, leaf_schema, leaf_name))";
+
+    /// Records leaf `($3, $4)` of parent `$2` (quoted name) before rule `$1` detaches it.
+    pub const DETACHING_ADD: &str =
+        "INSERT INTO retentiond_work.detaching (rule, parent, leaf_schema, leaf_name) \
+        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+
+    /// The leaf `($2, $3)` of parent `$1` is finished.
+    pub const DETACHING_DONE: &str = "DELETE FROM retentiond_work.detaching \
+        WHERE parent = $1 AND leaf_schema = $2 AND leaf_name = $3";
+
+    /// `(leaf schema, leaf name, exists, still attached, detach pending)` of every leaf an
+    /// earlier run recorded for parent `$1` (quoted name) and did not finish.
+    pub const DETACHING_LEFT: &str = "SELECT d.leaf_schema, d.leaf_name, c.oid IS NOT NULL, \
+        COALESCE(i.inhrelid IS NOT NULL, false), COALESCE(i.inhdetachpending, false) \
+        FROM retentiond_work.detaching d \
+        LEFT JOIN pg_namespace n ON n.nspname = d.leaf_schema \
+        LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = d.leaf_name \
+        LEFT JOIN pg_inherits i ON i.inhrelid = c.oid \
+        WHERE d.parent = $1 AND to_regclass('retentiond_work.detaching') IS NOT NULL";
+
+    /// Whether the record of leaves being detached exists.
+    pub const DETACHING_EXISTS: &str =
+        "SELECT to_regclass('retentiond_work.detaching') IS NOT NULL";
+
+    /// `ALTER TABLE parent DETACH PARTITION leaf FINALIZE`: completes an interrupted
+    /// `DETACH … CONCURRENTLY`.
+    pub fn finalize(parent: &TableName, leaf: &TableName) -> String {
+        format!(
+            "ALTER TABLE {} DETACH PARTITION {} FINALIZE",
+            parent.quoted(),
+            leaf.quoted()
+        )
+    }
+
     /// `SELECT CAST($1 AS <type>) <= $2`: is an upper bound at or before the cutoff?
     pub fn bound_before_cutoff(age_type: &str) -> String {
         format!("SELECT CAST(CAST($1 AS text) AS {age_type}) <= $2")

@@ -208,10 +208,19 @@ impl PgStore {
         .bind(format!("{}ms", lock_wait.as_millis().max(1)))
         .execute(&mut *tx)
         .await?;
-        let n = bind(sqlx::query(&st.sql), &st.params.0)
+        let n = match bind(sqlx::query(&st.sql), &st.params.0)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await
+        {
+            Ok(r) => r.rows_affected(),
+            Err(e) => {
+                // Roll back now, not when the connection is next used: until then the
+                // rows this statement had already locked stay locked, and the redo
+                // with SKIP LOCKED on another connection would skip them.
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
         tx.commit().await?;
         Ok(n)
     }

@@ -133,8 +133,21 @@ pub(crate) async fn remove_expired(
         }
         eligible.push(leaf);
     }
-    // Each leaf is detached, then counted (no row can arrive once it is detached), then
-    // dropped, kept or archived. Counting the next leaf overlaps removing the previous one.
+    if rr.mode == Mode::Enforce {
+        finish_left_over(rr, pg, &t.table, mode, &mut gone).await;
+        if let Err(e) = pg.execute_script(sql::DETACHING_DDL).await {
+            partial(rr);
+            rr.error(format!(
+                "cannot create the record of partitions being detached: {}",
+                db_message(&e)
+            ));
+            eligible.clear();
+        }
+    }
+    // Each leaf is recorded, detached, then counted (no row can arrive once it is
+    // detached), then dropped, kept or archived, and its record removed: a crash in
+    // between leaves the record, and the next run finishes the leaf. Counting the next
+    // leaf overlaps removing the previous one.
     let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<i64, sqlx::Error>>)> = None;
     let mut guard = rr.hold_guard();
     for leaf in eligible {
@@ -172,11 +185,23 @@ pub(crate) async fn remove_expired(
                 continue;
             }
         }
-        let detached = pg
-            .execute_script(&sql::detach(&t.table, &leaf, !has_default))
+        let recorded = sqlx::query(sql::DETACHING_ADD)
+            .bind(&rr.rule.name)
+            .bind(t.table.quoted())
+            .bind(leaf.schema.as_str())
+            .bind(leaf.name.as_str())
+            .execute(&pg.pool)
             .await;
+        let detached = match recorded {
+            Ok(_) => {
+                pg.execute_script(&sql::detach(&t.table, &leaf, !has_default))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         guard.leave().await;
         if let Err(e) = detached {
+            partial(rr);
             rr.error(format!(
                 "cannot detach partition {leaf}: {}",
                 db_message(&e)
@@ -189,11 +214,11 @@ pub(crate) async fn remove_expired(
             tokio::spawn(async move { sqlx::query_scalar(&count).fetch_one(&pool).await })
         };
         if let Some((prev, counted)) = pending.replace((leaf, counting)) {
-            finish(rr, pg, prev, counted, mode, &mut gone).await;
+            finish(rr, pg, &t.table, prev, counted, mode, &mut gone).await;
         }
     }
     if let Some((prev, counted)) = pending.take() {
-        finish(rr, pg, prev, counted, mode, &mut gone).await;
+        finish(rr, pg, &t.table, prev, counted, mode, &mut gone).await;
     }
     let key = match mode {
         PartitionMode::Drop => "partitions_dropped",
@@ -237,6 +262,7 @@ async fn kept_rows(
 async fn finish(
     rr: &mut RuleRun<'_>,
     pg: &PgStore,
+    parent: &TableName,
     leaf: TableName,
     counted: tokio::task::JoinHandle<Result<i64, sqlx::Error>>,
     mode: &PartitionMode,
@@ -245,6 +271,7 @@ async fn finish(
     let rows = match counted.await {
         Ok(Ok(n)) => n.max(0) as u64,
         Ok(Err(e)) => {
+            partial(rr);
             rr.error(format!(
                 "cannot count detached partition {leaf}; it stays detached: {}",
                 db_message(&e)
@@ -252,6 +279,7 @@ async fn finish(
             return;
         }
         Err(e) => {
+            partial(rr);
             rr.error(format!(
                 "cannot count detached partition {leaf}; it stays detached: {e}"
             ));
@@ -269,14 +297,124 @@ async fn finish(
     };
     match done {
         Ok(_) => {
-            rr.report.deleted += rows;
-            crate::metrics::record_batch(&rr.rule.name, "delete", rows);
+            // Only a dropped leaf's rows are deleted; detached and archived rows still
+            // exist, outside the table, and are reported as such.
+            let key = match mode {
+                PartitionMode::Drop => {
+                    rr.report.deleted += rows;
+                    crate::metrics::record_batch(&rr.rule.name, "delete", rows);
+                    None
+                }
+                PartitionMode::Detach => Some("rows_detached"),
+                PartitionMode::Archive(_) => Some("rows_archived"),
+            };
+            if let Some(key) = key {
+                let before = rr
+                    .report
+                    .details
+                    .get(key)
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                rr.report.details.insert(key.into(), (before + rows).into());
+            }
+            done_recording(pg, parent, &leaf).await;
             gone.push(leaf);
         }
-        Err(e) => rr.error(format!(
-            "partition {leaf} was detached but not removed: {}",
-            db_message(&e)
-        )),
+        Err(e) => {
+            partial(rr);
+            rr.error(format!(
+                "partition {leaf} was detached but not removed: {}",
+                db_message(&e)
+            ))
+        }
+    }
+}
+
+/// Removes the record of a leaf that is finished.
+async fn done_recording(pg: &PgStore, parent: &TableName, leaf: &TableName) {
+    let r = sqlx::query(sql::DETACHING_DONE)
+        .bind(parent.quoted())
+        .bind(leaf.schema.as_str())
+        .bind(leaf.name.as_str())
+        .execute(&pg.pool)
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(leaf = %leaf, error = %db_message(&e), "cannot remove the record of a finished partition; the next run removes it");
+    }
+}
+
+/// Finishes the leaves an earlier run recorded and did not finish (a crash between
+/// detach and drop): a leaf still being detached is finalised, a detached one counted
+/// and dropped, kept or archived as the rule says; a leaf still attached, or gone, only
+/// loses its record.
+async fn finish_left_over(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    parent: &TableName,
+    mode: &PartitionMode,
+    gone: &mut Vec<TableName>,
+) {
+    let exists: bool = sqlx::query_scalar(sql::DETACHING_EXISTS)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap_or(false);
+    if !exists {
+        return;
+    }
+    let rows: Vec<(String, String, bool, bool, bool)> = match sqlx::query_as(sql::DETACHING_LEFT)
+        .bind(parent.quoted())
+        .fetch_all(&pg.pool)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            partial(rr);
+            rr.error(format!(
+                "cannot read the partitions an earlier run was detaching: {}",
+                db_message(&e)
+            ));
+            return;
+        }
+    };
+    let mut completed = Vec::new();
+    for (schema, name, exists, attached, detach_pending) in rows {
+        let leaf = TableName {
+            schema: Ident::from_catalog(schema),
+            name: Ident::from_catalog(name),
+        };
+        if attached && detach_pending {
+            if let Err(e) = pg.execute_script(&sql::finalize(parent, &leaf)).await {
+                partial(rr);
+                rr.error(format!(
+                    "cannot finish detaching partition {leaf}: {}",
+                    db_message(&e)
+                ));
+                continue;
+            }
+        } else if attached || !exists {
+            // Never detached (this run decides again), or already removed.
+            done_recording(pg, parent, &leaf).await;
+            continue;
+        }
+        let counting = {
+            let pool = pg.pool.clone();
+            let count = crate::store::pg_sql::count_rows(&leaf);
+            tokio::spawn(async move { sqlx::query_scalar(&count).fetch_one(&pool).await })
+        };
+        completed.push(leaf.to_string());
+        finish(rr, pg, parent, leaf, counting, mode, gone).await;
+    }
+    if !completed.is_empty() {
+        rr.report
+            .details
+            .insert("partitions_completed".into(), completed.into());
+    }
+}
+
+/// A partition step failed: the rule did not do all its work.
+fn partial(rr: &mut RuleRun<'_>) {
+    if rr.report.status == "succeeded" {
+        rr.report.status = "partial".into();
     }
 }
 

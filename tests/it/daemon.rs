@@ -528,3 +528,39 @@ async fn thirty_rules_on_the_same_second_all_run() {
     );
     env.run(&cfg, &["audit", "verify"]).expect_code(0);
 }
+
+// Issue 13, item 7: a rule whose conformance check fails does not export
+// `overdue = 0`: the overdue gauge stays absent, and the failure is exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_conformance_check_never_exports_zero_overdue() {
+    let env = TestEnv::new("conf_fail").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 5);",
+    )
+    .await;
+    let port = free_port();
+    // The filter compiles (the preflight's EXPLAIN passes) but fails on every row.
+    let text = with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10"))
+        + "filter = \"1 / (id - id) = 0\"\n";
+    let cfg = env.config_named("retention.toml", &text);
+    let mut d = spawn(&env, &cfg);
+    wait_for(&env, "the failure exported", PATIENCE_SECS, || async {
+        get(port, "/metrics")
+            .await
+            .is_some_and(|(_, t)| t.contains("retentiond_conformance_check_ok{rule=\"logs\"} 0"))
+    })
+    .await;
+    let (_, text) = get(port, "/metrics").await.expect("metrics");
+    assert!(
+        !text.contains("retentiond_overdue_records{rule=\"logs\"}"),
+        "no overdue figure from a check that failed:\n{text}"
+    );
+    assert!(
+        text.contains("retentiond_conformance_failures_total{rule=\"logs\"}"),
+        "{text}"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 5);
+    signal(&d, "TERM");
+    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+}

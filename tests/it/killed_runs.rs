@@ -136,27 +136,17 @@ async fn a_run_that_lost_its_liveness_lock_stops_removing() {
     let url = std::fs::read_to_string(env.url_file()).unwrap();
     let mut other = sqlx::PgConnection::connect(url.trim()).await.unwrap();
     // Drop the session that holds the run's liveness lock (class "RTN1"), and take the
-    // lock at once, as another replica's recovery would.
-    let key: i64 = sqlx::query_scalar(
-        "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381256753 AND granted \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    // lock at once, as another replica's recovery would: in one statement, so this
+    // session waits for the lock before the run could try to take it again.
+    let taken: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid), pg_advisory_lock(1381256753, objid::int8::int4) \
+         FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381256753 AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) t",
     )
     .fetch_one(&mut other)
     .await
-    .expect("a session holds the run's liveness lock");
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381256753 \
-         AND objid = $1::int8::oid AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .bind(key)
-    .execute(&mut other)
-    .await
     .unwrap();
-    sqlx::query("SELECT pg_advisory_lock(1381256753, $1::int4)")
-        .bind(key as i32)
-        .execute(&mut other)
-        .await
-        .unwrap();
+    assert_eq!(taken, 1, "one session held the run's liveness lock");
     let left_then = env.scalar("SELECT count(*) FROM stream").await;
     let status = child.wait().unwrap();
     assert_ne!(
