@@ -338,12 +338,7 @@ pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error
     .fetch_all(&mut *conn)
     .await?;
     for (id, run_id) in running {
-        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(super::RUN_LOCK_CLASS)
-            .bind(super::lock_key(id))
-            .fetch_one(&mut *conn)
-            .await?;
-        if free {
+        if super::try_run_lock(conn, id).await? {
             sqlx::query("SELECT pg_advisory_unlock($1, $2)")
                 .bind(super::RUN_LOCK_CLASS)
                 .bind(super::lock_key(id))

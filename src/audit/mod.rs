@@ -10,7 +10,7 @@ pub mod holds;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::report::{RuleReport, RunReport, REPORT_SCHEMA};
@@ -55,16 +55,20 @@ pub struct RunSession {
     id: i64,
 }
 
+/// Takes run `id`'s liveness lock on `conn` if no session holds it (its process is gone).
+async fn try_run_lock(conn: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(RUN_LOCK_CLASS)
+        .bind(lock_key(id))
+        .fetch_one(conn)
+        .await
+}
+
 /// A new session holding run `id`'s liveness lock, if no other process has taken the
 /// lock or sealed the run since the old session was lost; otherwise the run must stop.
 async fn reattach(pool: &PgPool, id: i64) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-        .bind(RUN_LOCK_CLASS)
-        .bind(lock_key(id))
-        .fetch_one(&mut *conn)
-        .await?;
-    if !got {
+    if !try_run_lock(&mut conn, id).await? {
         return Err(sqlx::Error::Protocol(
             "the run's liveness lock was lost and another process holds it now".into(),
         ));
@@ -453,12 +457,7 @@ impl Audit {
         let mut recovered = Vec::new();
         for (id, run_id) in running {
             let mut conn = self.pool.acquire().await?;
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-                .bind(RUN_LOCK_CLASS)
-                .bind(lock_key(id))
-                .fetch_one(&mut *conn)
-                .await?;
-            if !got {
+            if !try_run_lock(&mut conn, id).await? {
                 continue;
             }
             let still_running: Option<String> =
