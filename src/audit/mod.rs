@@ -68,7 +68,18 @@ async fn try_run_lock(conn: &mut PgConnection, id: i64) -> Result<bool, sqlx::Er
 /// lock or sealed the run since the old session was lost; otherwise the run must stop.
 async fn reattach(pool: &PgPool, id: i64) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    if !try_run_lock(&mut conn, id).await? {
+    // A terminated session frees its locks only once its backend has exited: wait a
+    // little for that. A recovery that takes the lock meanwhile seals the run, which the
+    // check below then sees.
+    let mut got = try_run_lock(&mut conn, id).await?;
+    for _ in 0..10 {
+        if got {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        got = try_run_lock(&mut conn, id).await?;
+    }
+    if !got {
         return Err(sqlx::Error::Protocol(
             "the run's liveness lock was lost and another process holds it now".into(),
         ));
