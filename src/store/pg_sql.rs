@@ -249,6 +249,9 @@ impl Keep {
 
     /// True for the rows this rule keeps; `None` when it keeps nothing now.
     fn cond(&self, params: &mut Params) -> Option<String> {
+        if !self.keeps_anything() {
+            return None;
+        }
         let mut why = Vec::new();
         if self.category_held {
             why.push("true".to_owned());
@@ -264,9 +267,6 @@ impl Keep {
                 let c = col.quoted();
                 why.push(format!("{c} IS NOT NULL AND {}", ty.any(&c, &p)));
             }
-        }
-        if why.is_empty() {
-            return None;
         }
         let why = why
             .iter()
