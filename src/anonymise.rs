@@ -166,6 +166,14 @@ pub fn column_sql(target: &Target<'_>, hmac: &HmacParams) -> Result<ColumnSql, S
             target.strategy, target.column
         ))
     };
+    // A value the column cannot hold fails the row's update at run time: refuse it now.
+    if let (Some(longest), Some(limit)) = (longest_output(target.strategy, kind), char_limit(ty)) {
+        if longest > limit {
+            return unsuitable(&format!(
+                "it writes values of up to {longest} characters and the column holds {limit}"
+            ));
+        }
+    }
     let hex = format!(
         "encode(sha256({o} || sha256({i} || convert_to({col}::text, 'UTF8'))), 'hex')",
         o = hmac.opad,
@@ -208,6 +216,9 @@ pub fn column_sql(target: &Target<'_>, hmac: &HmacParams) -> Result<ColumnSql, S
             Kind::Inet => Ok(idempotent(format!(
                 "CAST(host(network(set_masklen({col}, CASE WHEN family({col}) = 4 THEN 24 ELSE 48 END))) AS {ty})"
             ))),
+            Kind::Text if !target.nullable => unsuitable(
+                "the column is NOT NULL, and truncate_ip writes NULL over a value that is not an IP address",
+            ),
             Kind::Text => Ok(idempotent(format!(
                 "CASE WHEN {col} ~ '^[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}$' THEN regexp_replace({col}, '\\.[0-9]{{1,3}}$', '.0') \
                  WHEN {col} ~ '^[0-9A-Fa-f:]*:[0-9A-Fa-f:]*$' THEN host(network(set_masklen(CAST({col} AS inet), 48))) \
@@ -243,6 +254,25 @@ pub fn column_sql(target: &Target<'_>, hmac: &HmacParams) -> Result<ColumnSql, S
 }
 
 use ColumnKind as Kind;
+
+/// The longest value `strategy` can write into a text column, where it does not depend on
+/// the value it replaces (`truncate_ip` and `email_domain` only shorten it).
+fn longest_output(strategy: &Strategy, kind: ColumnKind) -> Option<usize> {
+    match (strategy, kind) {
+        (Strategy::Hash, Kind::Text) => Some(HASH_PREFIX.len() + 64),
+        (Strategy::Random, Kind::Text) => Some(RANDOM_PREFIX.len() + 32),
+        (Strategy::Fixed(v), Kind::Text) => Some(v.chars().count()),
+        _ => None,
+    }
+}
+
+/// The length limit of `character varying(n)` or `character(n)`.
+fn char_limit(type_name: &str) -> Option<usize> {
+    let rest = type_name
+        .strip_prefix("character varying(")
+        .or_else(|| type_name.strip_prefix("character("))?;
+    rest.strip_suffix(')')?.parse().ok()
+}
 
 /// `K ⊕ ipad` and `K ⊕ opad` for HMAC-SHA-256 (keys longer than a block are hashed first).
 pub fn hmac_pads(key: &[u8]) -> (Vec<u8>, Vec<u8>) {

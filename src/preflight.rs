@@ -74,6 +74,21 @@ impl Preflight {
         self.errors.is_empty()
     }
 
+    /// Why `rule` did not pass: its own findings and those of the stores it uses.
+    pub fn refusal(&self, rule: &str) -> String {
+        let why: Vec<&str> = self
+            .errors
+            .iter()
+            .filter(|f| f.rule == rule || f.rule.starts_with("(store "))
+            .map(|f| f.message.as_str())
+            .collect();
+        if why.is_empty() {
+            "the rule did not pass the preflight".into()
+        } else {
+            format!("preflight: {}", why.join("; "))
+        }
+    }
+
     /// The failure to report: exit 1 when only unreachable stores stopped it (retry
     /// later), exit 2 when something in the config or the schema is wrong.
     pub fn failure(&self) -> crate::cli::Fail {
@@ -127,15 +142,17 @@ pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflig
                 pf.prepared.insert(rule.name.clone(), p);
             }
             Ok(None) => {}
-            Err(message) => {
+            Err(Refusal { message, outage }) => {
                 // A rule that failed only because its bucket did not answer shares the
                 // store's outage.
-                let unreachable = message.contains("is not reachable");
-                let transient = unreachable
-                    && pf
+                let transient = match outage {
+                    Outage::None => false,
+                    Outage::Database => true,
+                    Outage::Bucket => pf
                         .errors
                         .iter()
-                        .any(|f| f.transient && f.rule.starts_with("(store "));
+                        .any(|f| f.transient && f.rule.starts_with("(store ")),
+                };
                 pf.errors.push(Finding {
                     rule: rule.name.clone(),
                     message,
@@ -147,13 +164,37 @@ pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflig
     pf
 }
 
+/// Why a rule did not pass, and whether an outage caused it (worth retrying later).
+struct Refusal {
+    message: String,
+    outage: Outage,
+}
+
+enum Outage {
+    /// Something in the config or the schema is wrong.
+    None,
+    /// The rule's database did not answer.
+    Database,
+    /// A bucket the rule needs did not answer (its store's finding says why).
+    Bucket,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            outage: Outage::None,
+        }
+    }
+}
+
 async fn check_rule(
     config: &Config,
     stores: &Stores,
     rule: &Rule,
     buckets: &BTreeMap<String, Option<BucketInfo>>,
     warnings: &mut Vec<Finding>,
-) -> Result<Option<Prepared>, String> {
+) -> Result<Option<Prepared>, Refusal> {
     let t = match &rule.target {
         Target::Prefix(_) => {
             return Ok(buckets
@@ -165,16 +206,27 @@ async fn check_rule(
         Target::Table(t) => t,
     };
     let pg = stores.pg(&rule.store);
-    let info = pg
-        .describe(&t.table)
-        .await
-        .map_err(|e| format!("cannot read the catalog of {}: {}", t.table, db_message(&e)))?
-        .ok_or_else(|| format!("table {} does not exist in store `{}`", t.table, rule.store))?;
+    let info = match pg.describe(&t.table).await {
+        Ok(info) => info,
+        Err(e) if crate::store::postgres::unavailable(&e) => {
+            return Err(Refusal {
+                message: format!(
+                    "store `{}` is not reachable: {}",
+                    rule.store,
+                    db_message(&e)
+                ),
+                outage: Outage::Database,
+            })
+        }
+        Err(e) => {
+            return Err(
+                format!("cannot read the catalog of {}: {}", t.table, db_message(&e)).into(),
+            )
+        }
+    }
+    .ok_or_else(|| format!("table {} does not exist in store `{}`", t.table, rule.store))?;
     if info.relkind != "r" && info.relkind != "p" {
-        return Err(format!(
-            "{} is not a table (relkind {})",
-            t.table, info.relkind
-        ));
+        return Err(format!("{} is not a table (relkind {})", t.table, info.relkind).into());
     }
     let column = |c: &Ident| {
         info.columns
@@ -235,7 +287,7 @@ async fn check_rule(
             return Err(format!(
                 "the `hash` strategy needs a secret key in environment variable {} ([anonymise] hmac_key_env)",
                 config.hmac_key_env
-            ));
+            ).into());
         }
         let row = pg
             .fetch_one(&pg_sql::Statement {
@@ -261,8 +313,11 @@ async fn check_rule(
         if let Some(why) = logging.would_log_parameters() {
             return Err(format!(
                 "the `hash` strategy sends derived key material (the HMAC pads) as bind parameters, and this server would write them to its log ({why}); set log_parameter_max_length = 0 and log_parameter_max_length_on_error = 0 for the retentiond role or database (and pgaudit.log_parameter = off), see the README's Secrets section"
-            ));
+            ).into());
         }
+    }
+    if !anonymise.is_empty() {
+        explain_anonymise(pg, config, t, age_kind, &info, &anonymise, uses_hmac).await?;
     }
     let mut objects_bucket = None;
     if let Some(o) = &t.objects {
@@ -274,12 +329,18 @@ async fn check_rule(
                 return Err(format!(
                     "key column {c} is {}: expected text or text[]",
                     ci.type_name
-                ));
+                )
+                .into());
             }
         }
         objects_bucket = match buckets.get(&o.store) {
             Some(Some(b)) => Some(*b),
-            _ => return Err(format!("the objects store `{}` is not reachable", o.store)),
+            _ => {
+                return Err(Refusal {
+                    message: format!("the objects store `{}` is not reachable", o.store),
+                    outage: Outage::Bucket,
+                })
+            }
         };
     }
     if let Some(filter) = &t.filter {
@@ -297,7 +358,8 @@ async fn check_rule(
             return Err(format!(
                 "`partitions` is set but {} is not a partitioned table",
                 t.table
-            ));
+            )
+            .into());
         }
         (Some(PartitionMode::Archive(schema)), _) => {
             let exists: bool =
@@ -307,7 +369,7 @@ async fn check_rule(
                     .await
                     .map_err(|e| db_message(&e))?;
             if !exists {
-                return Err(format!("archive schema {schema} does not exist"));
+                return Err(format!("archive schema {schema} does not exist").into());
             }
         }
         _ => {}
@@ -339,6 +401,55 @@ async fn check_rule(
         primary_key,
         objects_bucket,
     })))
+}
+
+/// Compiles the rule's real anonymise `UPDATE` with `EXPLAIN` (nothing runs): a `fixed:`
+/// value its column's type cannot take, or a type without the equality that tells an
+/// anonymised row, fails here and not on the first batch.
+async fn explain_anonymise(
+    pg: &crate::store::PgStore,
+    config: &Config,
+    t: &crate::config::TableTarget,
+    age_kind: AgeKind,
+    info: &TableInfo,
+    anonymise: &[(Ident, ColumnSql)],
+    uses_hmac: bool,
+) -> Result<(), String> {
+    let subject_type = t
+        .subject
+        .as_ref()
+        .and_then(|s| info.columns.get(s.column.as_str()))
+        .map(|c| pg_sql::SubjectType::of(&c.type_name))
+        .unwrap_or_default();
+    let selection = pg_sql::Selection {
+        table: &t.table,
+        age_column: &t.age_column,
+        age_kind,
+        cutoff: Some(Utc::now()),
+        not_before: None,
+        filter: t.filter.as_deref(),
+        subject_column: t.subject.as_ref().map(|s| &s.column),
+        subject_type,
+        held_ids: &[],
+        only_subject: None,
+        anonymise,
+        keeps: &[],
+        skip: &[],
+    };
+    let hmac = uses_hmac.then(|| {
+        let key = std::env::var(&config.hmac_key_env).unwrap_or_default();
+        crate::anonymise::hmac_pads(key.as_bytes())
+    });
+    let mut st = selection.anonymise_batch(&pg_sql::Batch::First(1), hmac, &pg_sql::hmac_names());
+    st.sql = format!("EXPLAIN {}", st.sql);
+    pg.fetch_all(&st).await.map(|_| ()).map_err(|e| {
+        let columns: Vec<&str> = anonymise.iter().map(|(c, _)| c.as_str()).collect();
+        format!(
+            "the anonymise update of columns {} does not compile: {}",
+            columns.join(", "),
+            db_message(&e)
+        )
+    })
 }
 
 /// The smallest and largest value of an epoch age column, and the database clock, in one

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::cli::{connect_audit, connect_stores, CmdResult, Exit, Fail};
+use crate::cli::{connect_audit, connect_stores_lazy, CmdResult, Exit, Fail};
 use crate::config::{Config, Period, Rule};
 use crate::preflight::{self, Preflight};
 use crate::sweep::{Engine, Mode, RunRequest};
@@ -26,7 +26,8 @@ pub const MAX_CONCURRENT_RULES: usize = 4;
 pub struct Loaded {
     /// The engine (config, stores, audit).
     pub engine: Engine,
-    /// Preflight of every enabled rule.
+    /// Preflight of every enabled rule at load: the config's mistakes stop a load;
+    /// rules whose store was down are missing here, and each run checks afresh.
     pub preflight: Preflight,
 }
 
@@ -67,12 +68,14 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Loads the config and builds an engine; every enabled rule must pass the preflight.
+/// Loads the config and builds an engine. Every enabled rule must pass the preflight,
+/// except where a store is down: the daemon then starts (or reloads) without those
+/// rules' preparation, runs the others, and each of their runs checks the store again.
 pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loaded, Fail> {
     let config = crate::cli::load_config(config_path)?;
     let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
     let audit = connect_audit(&config).await?;
-    let stores = connect_stores(&config, &rules).await?;
+    let stores = connect_stores_lazy(&config, &rules).await?;
     let pf = preflight::check(&config, &stores, &rules).await;
     for w in &pf.warnings {
         warn!(rule = %w.rule, "{}", w.message);
@@ -81,7 +84,13 @@ pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loa
         for e in &pf.errors {
             error!(rule = %e.rule, "{}", e.message);
         }
-        return Err(pf.failure());
+        if !pf.errors.iter().all(|e| e.transient) {
+            return Err(pf.failure());
+        }
+        warn!(
+            rules = pf.errors.len(),
+            "starting with stores down: their rules run once the store answers"
+        );
     }
     Ok(Loaded {
         engine: Engine {
@@ -157,7 +166,14 @@ impl Daemon {
                 allow_mass_delete: false,
                 lock_rules: false,
             };
-            match engine.run(&req, &loaded.preflight).await {
+            // The preflight again, for this rule now: a store that was down may be
+            // back (or one may be down now), and partitions come and go between runs.
+            let rule_now: Vec<&Rule> = engine.config.rule(&rule).into_iter().collect();
+            let pf = preflight::check(&engine.config, &engine.stores, &rule_now).await;
+            for e in &pf.errors {
+                warn!(rule, "preflight: {}", e.message);
+            }
+            match engine.run(&req, &pf).await {
                 Ok(outcome) => {
                     if outcome.report.status != "succeeded" {
                         warn!(rule, status = %outcome.report.status, run_id = %outcome.report.run_id, "run did not succeed");
@@ -168,7 +184,7 @@ impl Daemon {
             lock.release().await;
             if !self.shutdown.is_cancelled() {
                 if let Some(r) = engine.config.rule(&rule) {
-                    crate::conformance::check_rule(engine, r, &loaded.preflight, None).await;
+                    crate::conformance::check_rule(engine, r, &pf, None).await;
                 }
             }
         }

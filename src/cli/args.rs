@@ -139,6 +139,10 @@ pub struct SweepArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print sample keys even where `[audit] samples = false` withholds them (a pipe,
+    /// a log, JSON). Sample keys may be personal data.
+    #[arg(long)]
+    pub show_samples: bool,
 }
 
 /// `--format` alone.
@@ -269,6 +273,9 @@ pub struct EraseArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print sample keys even where `[audit] samples = false` withholds them.
+    #[arg(long)]
+    pub show_samples: bool,
 }
 
 /// `policy`.

@@ -11,7 +11,8 @@ use crate::audit::holds::HoldTarget;
 use crate::audit::{chain, RunFilter};
 use crate::config::{Config, Rule};
 use crate::preflight::{self, Preflight};
-use crate::report::{render_html, render_markdown, render_text};
+use crate::report::table::{count, Align, TextTable};
+use crate::report::{render_html, render_markdown, render_text, RunReport};
 use crate::sweep::{Engine, Mode, RunRequest};
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -138,10 +139,7 @@ pub async fn sweep(config_path: &Path, a: SweepArgs) -> CmdResult {
         lock_rules: true,
     };
     let outcome = engine.run(&req, &pf).await?;
-    match a.format {
-        Format::Json => print_json(&outcome.report),
-        Format::Text => print!("{}", render_text(&outcome.report)),
-    }
+    print_run(&engine, &outcome.report, a.format, a.show_samples);
     Ok(match outcome.exit_code() {
         3 => Exit::Refused,
         1 => Exit::Failures,
@@ -221,13 +219,27 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
         let report = engine
             .evaluate(rule, Mode::DryRun, as_of, pf.prepared.get(&rule.name))
             .await;
-        rows.push(serde_json::json!({
-            "rule": rule.name, "category": rule.category, "place": rule.place(&config), "action": rule.action.as_str(),
-            "retain": rule.retain.to_string(), "enabled": rule.enabled, "schedule": schedule.expr,
-            "cutoff": report.cutoff, "next_runs": next, "due": report.matched, "held": report.held,
-            "kept_by_other_rules": report.details.get("kept_by_other_rules").cloned().unwrap_or_else(|| serde_json::json!({})),
-            "bytes": report.bytes, "status": report.status, "errors": report.errors,
-        }));
+        rows.push(PlanRow {
+            rule: rule.name.clone(),
+            category: rule.category.clone(),
+            place: rule.place(&config),
+            action: rule.action.as_str(),
+            retain: rule.retain.to_string(),
+            enabled: rule.enabled,
+            schedule: schedule.expr.clone(),
+            cutoff: report.cutoff,
+            next_runs: next,
+            due: report.matched,
+            held: report.held,
+            kept_by_other_rules: report
+                .details
+                .get("kept_by_other_rules")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({})),
+            bytes: report.bytes,
+            status: report.status,
+            errors: report.errors,
+        });
     }
     match a.format {
         Format::Json => print_json(
@@ -238,41 +250,38 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
                 "plan as of {} (counts only; nothing is changed)\n",
                 from.format("%Y-%m-%d %H:%M:%S UTC")
             );
-            println!(
-                "  {:24} {:8} {:23} {:>9} {:>7}  {:20}  NEXT RUN",
-                "RULE", "RETAIN", "CUTOFF", "DUE", "HELD", "SCHEDULE"
-            );
+            let mut table = TextTable::new(&[
+                ("RULE", Align::Left),
+                ("RETAIN", Align::Left),
+                ("CUTOFF", Align::Left),
+                ("DUE", Align::Right),
+                ("HELD", Align::Right),
+                ("SCHEDULE", Align::Left),
+                ("NEXT RUN", Align::Left),
+            ]);
             for r in &rows {
-                let cutoff = r["cutoff"]
-                    .as_str()
-                    .map(|s| s.chars().take(19).collect::<String>().replace('T', " ") + " UTC")
-                    .unwrap_or_else(|| "-".into());
-                let next = r["next_runs"][0]
-                    .as_str()
-                    .map(|s| s.chars().take(19).collect::<String>().replace('T', " "))
-                    .unwrap_or_default();
-                println!(
-                    "  {:24} {:8} {:23} {:>9} {:>7}  {:20}  {}{}",
-                    r["rule"].as_str().unwrap_or(""),
-                    r["retain"].as_str().unwrap_or(""),
-                    cutoff,
-                    r["due"],
-                    r["held"],
-                    r["schedule"].as_str().unwrap_or(""),
-                    next,
-                    if r["status"] == "failed" {
-                        format!("  (error: {})", r["errors"][0].as_str().unwrap_or(""))
-                    } else {
-                        String::new()
-                    }
-                );
+                table.row([
+                    r.rule.clone(),
+                    r.retain.clone(),
+                    utc(r.cutoff),
+                    count(r.due),
+                    count(r.held),
+                    r.schedule.clone(),
+                    utc(r.next_runs.first().copied()),
+                ]);
             }
+            print!("{}", table.render());
             for r in &rows {
-                if let Some(kept) = r["kept_by_other_rules"].as_object() {
+                if r.status == "failed" {
+                    let why = r.errors.first().map(String::as_str).unwrap_or("");
+                    println!("  {}: error: {why}", r.rule);
+                }
+                if let Some(kept) = r.kept_by_other_rules.as_object() {
                     for (other, n) in kept {
                         println!(
-                            "  {}: {n} due record(s) kept by rule {other}",
-                            r["rule"].as_str().unwrap_or("")
+                            "  {}: {} due record(s) kept by rule {other}",
+                            r.rule,
+                            n.as_u64().map(count).unwrap_or_else(|| n.to_string())
                         );
                     }
                 }
@@ -315,33 +324,32 @@ pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
             match format {
                 Format::Json => print_json(&runs),
                 Format::Text => {
-                    println!(
-                        "  {:36}  {:20}  {:9}  {:8}  {:12}  {:>8}  {:>8}  {:>6}  {:>6}",
-                        "RUN",
-                        "STARTED",
-                        "TRIGGER",
-                        "MODE",
-                        "STATUS",
-                        "DELETED",
-                        "ANONYM.",
-                        "HELD",
-                        "FAILED"
-                    );
+                    let mut table = TextTable::new(&[
+                        ("RUN", Align::Left),
+                        ("STARTED", Align::Left),
+                        ("TRIGGER", Align::Left),
+                        ("MODE", Align::Left),
+                        ("STATUS", Align::Left),
+                        ("DELETED", Align::Right),
+                        ("ANONYMISED", Align::Right),
+                        ("HELD", Align::Right),
+                        ("FAILED", Align::Right),
+                    ]);
                     for r in &runs {
                         let (_, d, an, h, f, _) = r.totals();
-                        println!(
-                            "  {:36}  {:20}  {:9}  {:8}  {:12}  {:>8}  {:>8}  {:>6}  {:>6}",
-                            r.run_id,
-                            r.started_at.format("%Y-%m-%d %H:%M:%S"),
-                            r.trigger,
-                            r.mode,
-                            r.status,
-                            d,
-                            an,
-                            h,
-                            f
-                        );
+                        table.row([
+                            r.run_id.to_string(),
+                            utc(Some(r.started_at)),
+                            r.trigger.clone(),
+                            r.mode.clone(),
+                            r.status.clone(),
+                            count(d),
+                            count(an),
+                            count(h),
+                            count(f),
+                        ]);
                     }
+                    print!("{}", table.render());
                 }
             }
             Ok(Exit::Ok)
@@ -451,25 +459,31 @@ pub async fn conformance(config_path: &Path, a: ConformanceArgs) -> CmdResult {
             &serde_json::json!({ "ok": violations == 0 && errors == 0, "rules": results }),
         ),
         Format::Text => {
-            println!(
-                "  {:24} {:23} {:>9} {:>7}  OLDEST OVERDUE",
-                "RULE", "CUTOFF", "OVERDUE", "HELD"
-            );
+            let mut table = TextTable::new(&[
+                ("RULE", Align::Left),
+                ("CUTOFF", Align::Left),
+                ("OVERDUE", Align::Right),
+                ("HELD", Align::Right),
+                ("OLDEST OVERDUE", Align::Left),
+            ]);
             for r in &results {
-                println!(
-                    "  {:24} {:23} {:>9} {:>7}  {}{}",
-                    r.rule,
-                    r.cutoff
-                        .map(|c| c.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    r.overdue,
-                    r.held,
+                table.row([
+                    r.rule.clone(),
+                    utc(r.cutoff),
+                    if r.error.is_some() {
+                        "-".to_owned()
+                    } else {
+                        count(r.overdue)
+                    },
+                    count(r.held),
                     r.oldest_overdue_age.clone().unwrap_or_else(|| "-".into()),
-                    r.error
-                        .as_ref()
-                        .map(|e| format!("  error: {e}"))
-                        .unwrap_or_default()
-                );
+                ]);
+            }
+            print!("{}", table.render());
+            for r in &results {
+                if let Some(e) = &r.error {
+                    println!("  {}: error: {e}", r.rule);
+                }
             }
             if violations > 0 {
                 println!("\nVIOLATION: {violations} rule(s) keep records past their cutoff");
@@ -548,24 +562,27 @@ pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
             match format {
                 Format::Json => print_json(&holds),
                 Format::Text => {
-                    println!(
-                        "  {:>5}  {:28}  {:7}  {:20}  {:20}  {:14}  REASON",
-                        "ID", "ON", "ACTIVE", "PLACED", "EXPIRES", "BY"
-                    );
+                    let mut table = TextTable::new(&[
+                        ("ID", Align::Right),
+                        ("ON", Align::Left),
+                        ("ACTIVE", Align::Left),
+                        ("PLACED", Align::Left),
+                        ("EXPIRES", Align::Left),
+                        ("BY", Align::Left),
+                        ("REASON", Align::Left),
+                    ]);
                     for h in &holds {
-                        println!(
-                            "  {:>5}  {:28}  {:7}  {:20}  {:20}  {:14}  {}",
-                            h.id,
-                            h.target,
-                            if h.active { "yes" } else { "no" },
-                            h.created_at.format("%Y-%m-%d %H:%M:%S"),
-                            h.expires_at
-                                .map(|e| e.format("%Y-%m-%d %H:%M:%S").to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            h.actor,
-                            h.reason
-                        );
+                        table.row([
+                            h.id.to_string(),
+                            h.target.to_string(),
+                            (if h.active { "yes" } else { "no" }).to_owned(),
+                            utc(Some(h.created_at)),
+                            utc(h.expires_at),
+                            h.actor.clone(),
+                            h.reason.clone(),
+                        ]);
                     }
+                    print!("{}", table.render());
                 }
             }
             Ok(Exit::Ok)
@@ -689,10 +706,7 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
             &pf,
         )
         .await?;
-    match a.format {
-        Format::Json => print_json(&outcome.report),
-        Format::Text => print!("{}", render_text(&outcome.report)),
-    }
+    print_run(&engine, &outcome.report, a.format, a.show_samples);
     Ok(if outcome.exit_code() == 1 {
         Exit::Failures
     } else {
@@ -726,4 +740,59 @@ pub async fn migrate(config_path: &Path) -> CmdResult {
 
 pub async fn run_daemon(config_path: &Path, a: RunArgs) -> CmdResult {
     crate::schedule::run_daemon(config_path, a.grace_period.as_deref(), !a.no_catch_up).await
+}
+
+/// Prints a run's report. Sample keys may be personal data: unless the trail keeps them
+/// (`[audit] samples = true`) or `--show-samples` asks, they are shown only as text on an
+/// interactive terminal, never into a pipe, a file or a log.
+fn print_run(engine: &Engine, report: &RunReport, format: Format, show_samples: bool) {
+    use std::io::IsTerminal;
+    let shown = engine.config.audit.samples
+        || show_samples
+        || (format == Format::Text && std::io::stdout().is_terminal());
+    if shown {
+        match format {
+            Format::Json => print_json(report),
+            Format::Text => print!("{}", render_text(report)),
+        }
+        return;
+    }
+    let withheld = report.without_samples();
+    match format {
+        Format::Json => print_json(&withheld),
+        Format::Text => {
+            print!("{}", render_text(&withheld));
+            if report.rules.iter().any(|r| !r.samples.is_empty()) {
+                println!(
+                    "\n  sample keys withheld: [audit] samples = false and stdout is not a terminal (--show-samples prints them)"
+                );
+            }
+        }
+    }
+}
+
+/// One rule in `plan`'s output. The JSON keeps the names and order it always had.
+#[derive(serde::Serialize)]
+struct PlanRow {
+    rule: String,
+    category: String,
+    place: String,
+    action: &'static str,
+    retain: String,
+    enabled: bool,
+    schedule: String,
+    cutoff: Option<chrono::DateTime<Utc>>,
+    next_runs: Vec<chrono::DateTime<Utc>>,
+    due: u64,
+    held: u64,
+    kept_by_other_rules: serde_json::Value,
+    bytes: u64,
+    status: String,
+    errors: Vec<String>,
+}
+
+/// A time as the text tables print it, or `-`.
+fn utc(t: Option<chrono::DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
 }

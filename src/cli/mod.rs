@@ -109,6 +109,23 @@ pub async fn connect_stores(
     config: &Config,
     rules: &[&crate::config::Rule],
 ) -> Result<Stores, Fail> {
+    open_stores(config, rules, false).await
+}
+
+/// [`connect_stores`] for the daemon: Postgres pools connect on first use, so a store
+/// that is down stops only its own rules.
+pub async fn connect_stores_lazy(
+    config: &Config,
+    rules: &[&crate::config::Rule],
+) -> Result<Stores, Fail> {
+    open_stores(config, rules, true).await
+}
+
+async fn open_stores(
+    config: &Config,
+    rules: &[&crate::config::Rule],
+    lazy: bool,
+) -> Result<Stores, Fail> {
     let mut names: Vec<String> = rules.iter().map(|r| r.store.clone()).collect();
     for r in rules {
         if let crate::config::Target::Table(t) = &r.target {
@@ -131,9 +148,12 @@ pub async fn connect_stores(
     }
     names.sort();
     names.dedup();
-    Stores::connect(config, Some(&names))
-        .await
-        .map_err(store_fail)
+    let stores = if lazy {
+        Stores::connect_lazy(config, Some(&names)).await
+    } else {
+        Stores::connect(config, Some(&names)).await
+    };
+    stores.map_err(store_fail)
 }
 
 /// A store that cannot be reached is an outage (exit 1: a supervisor should retry); a

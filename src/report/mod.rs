@@ -1,6 +1,7 @@
 //! Run reports: the JSON contract (SPEC §8), text for operators, Markdown and HTML for auditors.
 
 mod html;
+pub mod table;
 mod text;
 
 use chrono::{DateTime, Utc};
@@ -114,6 +115,17 @@ impl RunReport {
                 t.5 + r.bytes,
             )
         })
+    }
+}
+
+impl RunReport {
+    /// The report without sample keys, as the trail keeps it with `[audit] samples = false`.
+    pub fn without_samples(&self) -> RunReport {
+        let mut r = self.clone();
+        for rule in &mut r.rules {
+            rule.samples.clear();
+        }
+        r
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::table::{count, Align, TextTable};
 use super::RunReport;
 
 fn ts(t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
@@ -50,33 +51,31 @@ pub fn render_text(r: &RunReport) -> String {
     }
     let _ = writeln!(out, "  config sha256 {}", r.config_sha256);
     let _ = writeln!(out);
-    let w = r
-        .rules
-        .iter()
-        .map(|x| x.rule.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let _ = writeln!(
-        out,
-        "  {:w$}  {:11}  {:23}  {:>9}  {:>9}  {:>10}  {:>7}  {:>7}  {:>10}",
-        "RULE", "STATUS", "CUTOFF", "MATCHED", "DELETED", "ANONYMISED", "HELD", "FAILED", "BYTES"
-    );
+    let mut table = TextTable::new(&[
+        ("RULE", Align::Left),
+        ("STATUS", Align::Left),
+        ("CUTOFF", Align::Left),
+        ("MATCHED", Align::Right),
+        ("DELETED", Align::Right),
+        ("ANONYMISED", Align::Right),
+        ("HELD", Align::Right),
+        ("FAILED", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
     for x in &r.rules {
-        let _ = writeln!(
-            out,
-            "  {:w$}  {:11}  {:23}  {:>9}  {:>9}  {:>10}  {:>7}  {:>7}  {:>10}",
-            x.rule,
-            x.status,
+        table.row([
+            x.rule.clone(),
+            x.status.clone(),
             ts(&x.cutoff),
-            x.matched,
-            x.deleted,
-            x.anonymised,
-            x.held,
-            x.failed,
-            bytes(x.bytes)
-        );
+            count(x.matched),
+            count(x.deleted),
+            count(x.anonymised),
+            count(x.held),
+            count(x.failed),
+            bytes(x.bytes),
+        ]);
     }
+    out.push_str(&table.render());
     for x in &r.rules {
         if !x.samples.is_empty() {
             let _ = writeln!(out, "\n  {} sample keys: {}", x.rule, x.samples.join(" | "));
@@ -107,7 +106,12 @@ pub fn render_text(r: &RunReport) -> String {
     let (m, d, a, h, f, b) = r.totals();
     let _ = writeln!(
         out,
-        "\n  total: matched {m}, deleted {d}, anonymised {a}, held {h}, failed {f}, bytes {}",
+        "\n  total: matched {}, deleted {}, anonymised {}, held {}, failed {}, bytes {}",
+        count(m),
+        count(d),
+        count(a),
+        count(h),
+        count(f),
         bytes(b)
     );
     if let Some(hash) = &r.hash {

@@ -63,6 +63,23 @@ pub struct Stores {
 impl Stores {
     /// Connects the stores named in `names` (all when `None`).
     pub async fn connect(config: &Config, names: Option<&[String]>) -> Result<Self, StoreError> {
+        Self::open(config, names, false).await
+    }
+
+    /// Like [`Stores::connect`], but Postgres pools connect on first use: a store that
+    /// is down does not stop the others (the daemon; the preflight of each run tells).
+    pub async fn connect_lazy(
+        config: &Config,
+        names: Option<&[String]>,
+    ) -> Result<Self, StoreError> {
+        Self::open(config, names, true).await
+    }
+
+    async fn open(
+        config: &Config,
+        names: Option<&[String]>,
+        lazy: bool,
+    ) -> Result<Self, StoreError> {
         let mut stores = Stores::default();
         for (name, store) in &config.stores {
             if names.is_some_and(|n| !n.contains(name)) {
@@ -72,10 +89,12 @@ impl Stores {
                 StoreConfig::Postgres(pg) => {
                     let url = postgres::store_url(name, pg)?;
                     let opts = postgres::connect_options(name, &url)?;
-                    stores.pg.insert(
-                        name.clone(),
-                        PgStore::connect(name, opts, pg.max_connections).await?,
-                    );
+                    let store = if lazy {
+                        PgStore::connect_lazy(name, opts, pg.max_connections)
+                    } else {
+                        PgStore::connect(name, opts, pg.max_connections).await?
+                    };
+                    stores.pg.insert(name.clone(), store);
                 }
                 StoreConfig::S3(s3) => {
                     stores

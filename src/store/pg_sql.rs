@@ -535,6 +535,19 @@ impl Selection<'_> {
         }
     }
 
+    /// Counts the rows one batch would take now: `SELECT count(*)`.
+    pub fn count_batch(&self, batch: &Batch) -> Statement {
+        let mut params = Params::default();
+        let target = self.batch_target(batch, &mut params);
+        Statement {
+            sql: format!(
+                "SELECT count(*) FROM {} WHERE {target}",
+                self.table.quoted()
+            ),
+            params,
+        }
+    }
+
     /// Deletes the due, unheld records of one batch in one statement.
     pub fn delete_batch(&self, batch: &Batch) -> Statement {
         let mut params = Params::default();

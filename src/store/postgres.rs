@@ -67,7 +67,36 @@ pub fn connect_options(name: &str, url: &str) -> Result<PgConnectOptions, StoreE
         ]))
 }
 
+/// Whether an error means the server is unavailable (down, restarting, unreachable)
+/// rather than that the request was wrong: worth retrying later.
+pub fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
 impl PgStore {
+    /// A pool that connects on first use: a daemon starts, and runs its other rules,
+    /// while this store is down.
+    pub fn connect_lazy(name: &str, opts: PgConnectOptions, max_connections: u32) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(opts);
+        Self {
+            name: name.to_owned(),
+            pool,
+        }
+    }
+
     /// Connects (and checks the connection) with at most `max_connections`.
     pub async fn connect(
         name: &str,
@@ -225,15 +254,28 @@ impl PgStore {
         Ok(n)
     }
 
-    /// Makes every transaction committed so far durable: a transaction with an id,
-    /// committed synchronously, flushes the WAL up to its commit record, and the WAL of
-    /// every earlier commit lies before it.
-    pub async fn flush_wal(&self) -> Result<(), sqlx::Error> {
+    /// The start time of the server process: it changes when PostgreSQL restarts, which
+    /// is how a caller tells that asynchronously committed work may have been undone.
+    pub async fn incarnation(&self) -> Result<DateTime<Utc>, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Makes every transaction committed so far on this server incarnation durable: a
+    /// transaction with an id, committed synchronously, flushes the WAL up to its commit
+    /// record, and the WAL of every earlier commit lies before it. Returns the
+    /// incarnation it flushed on: when that is not the one the earlier commits ran on,
+    /// the server restarted in between and they may be lost.
+    pub async fn flush_wal(&self) -> Result<DateTime<Utc>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        let started: DateTime<Utc> = sqlx::query_scalar(
+            "SELECT pg_postmaster_start_time() FROM (SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()) AS flush",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(started)
     }
 
     /// Runs a query and returns its rows.

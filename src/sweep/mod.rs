@@ -276,7 +276,10 @@ impl Engine {
                         rule,
                         mode,
                         opts,
-                        preflight.prepared.get(name),
+                        preflight
+                            .prepared
+                            .get(name)
+                            .ok_or_else(|| preflight.refusal(name)),
                         Some((handle.session(), handle.run_id, position)),
                     )
                     .instrument(info_span!("rule", rule = %rule.name))
@@ -334,6 +337,7 @@ impl Engine {
             as_of,
             ..Default::default()
         };
+        let prepared = prepared.ok_or_else(|| "the rule did not pass the preflight".to_owned());
         self.run_rule(rule, mode, &opts, prepared, None).await
     }
 
@@ -342,7 +346,7 @@ impl Engine {
         rule: &Rule,
         mode: Mode,
         opts: &RuleOptions,
-        prepared: Option<&Prepared>,
+        prepared: Result<&Prepared, String>,
         run: Option<(crate::audit::RunSession, uuid::Uuid, usize)>,
     ) -> RuleReport {
         let (session, progress) = match run {
@@ -395,13 +399,17 @@ impl Engine {
             None
         };
         match (prepared, &rule.target) {
-            (Some(Prepared::Table(p)), Target::Table(t)) => table::run(&mut rr, t, p).await,
-            (Some(Prepared::Prefix(b)), Target::Prefix(p)) => {
+            (Ok(Prepared::Table(p)), Target::Table(t)) => table::run(&mut rr, t, p).await,
+            (Ok(Prepared::Prefix(b)), Target::Prefix(p)) => {
                 objects::run_prefix(&mut rr, p, *b).await
+            }
+            (Err(why), _) => {
+                rr.report.status = "failed".into();
+                rr.error(why);
             }
             _ => {
                 rr.report.status = "failed".into();
-                rr.error("the rule did not pass the preflight");
+                rr.error("the rule's preparation does not match its target");
             }
         }
         if let Some(lock) = lock {

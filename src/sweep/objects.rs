@@ -482,7 +482,7 @@ pub(crate) async fn run_linked(
         };
         let taken = done.changed + done.bad.len() as u64;
         let changed = done.changed;
-        run.done(rr, pg, done, started.elapsed()).await;
+        run.done(rr, done, started.elapsed()).await;
         if changed > 0 && !drain.run(rr).await {
             go_on = false;
         }

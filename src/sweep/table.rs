@@ -42,6 +42,13 @@ pub(crate) struct BatchHolds {
     pub category_hold: Option<i64>,
 }
 
+/// No holds and no other rules' keeps: the bare due selection.
+static NO_HOLDS: BatchHolds = BatchHolds {
+    held_ids: Vec::new(),
+    keeps: Vec::new(),
+    category_hold: None,
+};
+
 impl<'a> Scope<'a> {
     pub(crate) fn holds(&self, holds: &HoldSet, category: &str) -> BatchHolds {
         BatchHolds {
@@ -240,7 +247,8 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         sizing,
         guard: rr.hold_guard(),
         count: 0,
-        paged: false,
+        unconfirmed: None,
+        restarts: 0,
         longest: Duration::ZERO,
         skip: Vec::new(),
         bad: 0,
@@ -252,22 +260,14 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             Some(o) => super::objects::run_linked(rr, &pg, &scope, table, o, &mut run).await,
             None => run_table(rr, &pg, &scope, table, hmac.clone(), &mut run).await,
         };
-        if !go_on || rr.report.status != "succeeded" {
+        // A walk that stopped early may leave page batches unconfirmed: confirm them
+        // before the trail records them (no redo: the rule is stopping).
+        let confirmed = run.confirm(rr, &pg, &scope, table, false).await;
+        if !go_on || confirmed.is_err() || rr.report.status != "succeeded" {
             break;
         }
     }
     drop(run.guard);
-    // Page batches commit without waiting for their WAL; make them durable before the
-    // audit trail records them.
-    if run.paged {
-        if let Err(e) = with_retry(|| pg.flush_wal()).await {
-            rr.report.status = "partial".into();
-            rr.error(format!(
-                "cannot confirm the batches reached disk: {}",
-                db_message(&e)
-            ));
-        }
-    }
     rr.report.details.insert("batches".into(), run.count.into());
     rr.report.details.insert(
         "longest_batch_ms".into(),
@@ -336,7 +336,10 @@ pub(crate) struct Batches {
     pub sizing: BatchSizing,
     pub guard: HoldGuard,
     pub count: u64,
-    pub paged: bool,
+    /// Page batches of the current table that are not yet known to be durable.
+    pub unconfirmed: Option<Unconfirmed>,
+    /// PostgreSQL restarts seen during the rule.
+    pub restarts: u32,
     pub longest: Duration,
     /// Rows of the current table that could not be changed this run: its later batches
     /// leave them out (ctids are per table: cleared for each leaf).
@@ -387,26 +390,17 @@ impl Batches {
     }
 
     /// Records one finished batch, and every [`super::PROGRESS_EVERY`] the rule's running
-    /// counts in the trail (after making asynchronously committed batches durable, so a
-    /// progress record never counts a batch a server crash could undo).
-    pub(crate) async fn done(
-        &mut self,
-        rr: &mut RuleRun<'_>,
-        pg: &PgStore,
-        done: BatchDone,
-        elapsed: Duration,
-    ) {
+    /// counts in the trail. Not while page batches are unconfirmed: a progress record
+    /// never counts a batch a server crash could undo ([`Batches::confirm`] records it).
+    pub(crate) async fn done(&mut self, rr: &mut RuleRun<'_>, done: BatchDone, elapsed: Duration) {
         self.count_batch(rr, done, elapsed);
-        let due = rr
-            .progress
-            .as_ref()
-            .is_some_and(|p| p.last.elapsed() >= super::PROGRESS_EVERY);
-        if !due {
+        if self.unconfirmed.is_some() || !progress_due(rr) {
             return;
         }
-        if self.paged && pg.flush_wal().await.is_err() {
-            return;
-        }
+        self.record_progress(rr).await;
+    }
+
+    async fn record_progress(&mut self, rr: &mut RuleRun<'_>) {
         let bad = self.bad;
         let action = rr.rule.action;
         rr.record_progress(|r| match action {
@@ -414,6 +408,107 @@ impl Batches {
             Action::Anonymise => r.failed += bad,
         })
         .await;
+    }
+
+    /// Makes the page batches of the current table durable before anything records
+    /// them. They committed without waiting for their WAL (`synchronous_commit = off`),
+    /// so a crash of PostgreSQL before the WAL reached disk undid the latest of them. The
+    /// flush tells on which server incarnation it ran: when that is not the one the
+    /// batches began on, the rows that came back in their pages are recounted and taken
+    /// off the counts, and with `redo` the walk goes over those pages again. Returns the
+    /// page to go back to, or `Err` (after recording why) when nothing can be confirmed.
+    pub(crate) async fn confirm(
+        &mut self,
+        rr: &mut RuleRun<'_>,
+        pg: &PgStore,
+        scope: &Scope<'_>,
+        table: &TableName,
+        redo: bool,
+    ) -> Result<Option<u64>, ()> {
+        let Some(u) = self.unconfirmed.take() else {
+            return Ok(None);
+        };
+        let flushed = match with_retry(|| pg.flush_wal()).await {
+            Ok(inc) => inc,
+            Err(e) => {
+                self.uncount(rr, u.rows);
+                rr.report.status = "partial".into();
+                rr.error(format!(
+                    "cannot confirm that {} row(s) of the last batches reached disk ({}); they are not counted",
+                    u.rows,
+                    db_message(&e)
+                ));
+                return Err(());
+            }
+        };
+        if flushed == u.incarnation {
+            if progress_due(rr) {
+                self.record_progress(rr).await;
+            }
+            return Ok(None);
+        }
+        self.restarts += 1;
+        warn!(table = %table, from = u.from, to = u.to, "PostgreSQL restarted since the last confirmed batch: recounting those pages");
+        // The due rows in those pages now, holds and other rules' keeps aside: at least
+        // the rows that came back, so what stays counted is never more than is gone.
+        let recount = scope
+            .selection(table, &NO_HOLDS, &self.skip)
+            .count_batch(&Batch::Pages {
+                from: u.from,
+                to: u.to,
+                skip_locked: false,
+            });
+        let back = match with_retry(|| pg.fetch_count(&recount)).await {
+            Ok(n) => n.min(u.rows),
+            Err(e) => {
+                self.uncount(rr, u.rows);
+                rr.report.status = "partial".into();
+                rr.error(format!(
+                    "PostgreSQL restarted during the rule and the pages of its last batches cannot be recounted ({}); {} row(s) are not counted",
+                    db_message(&e),
+                    u.rows
+                ));
+                return Err(());
+            }
+        };
+        self.uncount(rr, back);
+        let undone = rr
+            .report
+            .details
+            .get("rows_undone_by_restart")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        rr.report
+            .details
+            .insert("rows_undone_by_restart".into(), (undone + back).into());
+        rr.report
+            .details
+            .insert("postgres_restarts".into(), self.restarts.into());
+        Ok((redo && self.restarts <= MAX_REDOS).then_some(u.from))
+    }
+
+    /// Takes rows a crash undid (or may have undone) off the rule's counts.
+    fn uncount(&mut self, rr: &mut RuleRun<'_>, rows: u64) {
+        let n = match rr.rule.action {
+            Action::Delete => &mut rr.report.deleted,
+            Action::Anonymise => &mut rr.report.anonymised,
+        };
+        *n = n.saturating_sub(rows);
+    }
+
+    /// Notes a page batch about to run; `None` when the server's incarnation cannot be
+    /// read (the batch then must not run).
+    async fn before_page_batch(&mut self, pg: &PgStore, from: u64) -> Result<(), sqlx::Error> {
+        if self.unconfirmed.is_none() {
+            let incarnation = with_retry(|| pg.incarnation()).await?;
+            self.unconfirmed = Some(Unconfirmed {
+                incarnation,
+                from,
+                to: from,
+                rows: 0,
+            });
+        }
+        Ok(())
     }
 
     fn count_batch(&mut self, rr: &mut RuleRun<'_>, done: BatchDone, elapsed: Duration) {
@@ -433,6 +528,27 @@ impl Batches {
     }
 }
 
+/// Times a rule walks pages again after PostgreSQL restarted under it.
+const MAX_REDOS: u32 = 3;
+
+/// Page batches that committed without waiting for their WAL, not yet confirmed durable.
+#[derive(Debug)]
+pub(crate) struct Unconfirmed {
+    /// The server's start time, read before the first of them.
+    incarnation: DateTime<Utc>,
+    /// The pages they covered: a page walk goes in order, so one range.
+    from: u64,
+    to: u64,
+    /// The rows they reported changed.
+    rows: u64,
+}
+
+fn progress_due(rr: &RuleRun<'_>) -> bool {
+    rr.progress
+        .as_ref()
+        .is_some_and(|p| p.last.elapsed() >= super::PROGRESS_EVERY)
+}
+
 /// Deletes or anonymises the due rows of one table (no linked objects), batch by batch.
 /// Returns false when the rule must stop.
 async fn run_table(
@@ -446,14 +562,7 @@ async fn run_table(
     // The walk follows where the due rows lie. Other rules' keep conditions only take
     // rows out, and they skew the planner's estimate of how many are due (measured: the
     // P1 table then chose the index walk in three runs of five, at twice the time).
-    let mut walk = {
-        let bare = BatchHolds {
-            held_ids: Vec::new(),
-            keeps: Vec::new(),
-            category_hold: None,
-        };
-        choose_walk(pg, &scope.selection(table, &bare, &[])).await
-    };
+    let mut walk = { choose_walk(pg, &scope.selection(table, &NO_HOLDS, &[])).await };
     let walk_name = match walk {
         Walk::Index => "index",
         Walk::Pages { pages, .. } => {
@@ -491,7 +600,14 @@ async fn run_table(
                     }
                 }
                 if next_page >= pages {
-                    return true;
+                    match run.confirm(rr, pg, scope, table, true).await {
+                        Ok(None) => return true,
+                        Ok(Some(back)) => {
+                            next_page = back;
+                            continue;
+                        }
+                        Err(()) => return false,
+                    }
                 }
                 Batch::Pages {
                     from: next_page,
@@ -500,6 +616,21 @@ async fn run_table(
                 }
             }
         };
+        if let Batch::Pages { from, .. } = batch {
+            if let Err(e) = run.before_page_batch(pg, from).await {
+                rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
+                    "partial"
+                } else {
+                    "failed"
+                }
+                .into();
+                rr.error(format!(
+                    "cannot read the server's start time: {}",
+                    db_message(&e)
+                ));
+                return false;
+            }
+        }
         let Some(holds) = run.enter(rr, scope).await else {
             return false;
         };
@@ -527,12 +658,22 @@ async fn run_table(
         let elapsed = started.elapsed();
         let taken = done.changed + done.bad.len() as u64;
         debug!(table = %table, rows = done.changed, bad = done.bad.len(), batch_size = run.size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
-        run.paged |= matches!(batch, Batch::Pages { .. });
-        run.done(rr, pg, done, elapsed).await;
+        if let (Batch::Pages { to, .. }, Some(u)) = (&batch, run.unconfirmed.as_mut()) {
+            u.to = *to;
+            u.rows += done.changed;
+        }
+        run.done(rr, done, elapsed).await;
         match batch {
             Batch::First(limit) if taken < limit as u64 => return true,
             Batch::Pages { to, .. } => next_page = to,
             _ => {}
+        }
+        if run.unconfirmed.is_some() && progress_due(rr) {
+            match run.confirm(rr, pg, scope, table, true).await {
+                Ok(None) => {}
+                Ok(Some(back)) => next_page = back,
+                Err(()) => return false,
+            }
         }
     }
 }

@@ -564,3 +564,127 @@ async fn a_failed_conformance_check_never_exports_zero_overdue() {
     signal(&d, "TERM");
     assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
 }
+
+// Issue 13, item 11: one store down stops only its own rules. The daemon starts with a
+// Postgres store nobody listens on, runs the other rule on schedule, records each run of
+// the broken rule as failed with the reason, and `/readyz` names the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_stops_only_its_own_rules() {
+    let env = TestEnv::new("store_down").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 30);",
+    )
+    .await;
+    // A port that was free a moment ago and that nothing listens on.
+    let dead = free_port();
+    std::fs::write(
+        env.dir.path().join("down.url"),
+        format!("postgres://postgres@127.0.0.1:{dead}/postgres"),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = env.config_named(
+        "retention.toml",
+        &(with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10"))
+            + &format!(
+                "\n[stores.down]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n[[rules]]\nname = \"far\"\ncategory = \"logs\"\nstore = \"down\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n",
+                env.dir.path().join("down.url").display()
+            )),
+    );
+    let mut d = spawn(&env, &cfg);
+    wait_for(
+        &env,
+        "readyz to name the store that is down",
+        STARTUP_SECS,
+        || async {
+            get(port, "/readyz")
+                .await
+                .is_some_and(|(s, body)| s == 503 && body.contains("store down is not reachable"))
+        },
+    )
+    .await;
+    wait_for(
+        &env,
+        "the healthy rule to run on schedule",
+        PATIENCE_SECS,
+        || async {
+            env.scalar(
+            "SELECT count(*) FROM retentiond.runs r JOIN retentiond.rule_results x USING (run_id)
+             WHERE x.rule = 'logs' AND r.trigger = 'schedule' AND x.status = 'succeeded'",
+        )
+        .await
+            >= 2
+        },
+    )
+    .await;
+    assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 0);
+    wait_for(
+        &env,
+        "the broken rule's runs recorded as failed",
+        PATIENCE_SECS,
+        || async {
+            env.scalar(
+                "SELECT count(*) FROM retentiond.rule_results
+             WHERE rule = 'far' AND status = 'failed'
+               AND errors::text LIKE '%store `down` is not reachable%'",
+            )
+            .await
+                >= 2
+        },
+    )
+    .await;
+    assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
+    signal(&d, "TERM");
+    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+}
+
+// Issue 13, item 11: the partition list is read at each run. A leaf attached after the
+// daemon started, full of expired rows, is swept by the next scheduled run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_attached_after_start_is_swept() {
+    let env = TestEnv::new("late_leaf").await;
+    env.sql(
+        "CREATE TABLE logs (id bigserial, at timestamptz NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE INDEX ON logs (at);
+         CREATE TABLE logs_now PARTITION OF logs FOR VALUES FROM (now() - interval '20 days') TO (now() + interval '20 days');
+         INSERT INTO logs (at) SELECT now() - interval '1 day' FROM generate_series(1, 10);",
+    )
+    .await;
+    let port = free_port();
+    let cfg = env.config_named(
+        "retention.toml",
+        &with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10")),
+    );
+    let mut d = spawn(&env, &cfg);
+    wait_for(&env, "readyz", STARTUP_SECS, || async {
+        get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    wait_for(&env, "two scheduled runs", PATIENCE_SECS, || async {
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'schedule' AND status = 'succeeded'")
+            .await
+            >= 2
+    })
+    .await;
+    env.sql(
+        "CREATE TABLE logs_old (LIKE logs INCLUDING DEFAULTS);
+         INSERT INTO logs_old (at) SELECT now() - interval '40 days' FROM generate_series(1, 25);
+         ALTER TABLE logs ATTACH PARTITION logs_old FOR VALUES FROM (now() - interval '60 days') TO (now() - interval '25 days');",
+    )
+    .await;
+    wait_for(
+        &env,
+        "the new leaf's expired rows to go",
+        PATIENCE_SECS,
+        || async { env.scalar("SELECT count(*) FROM logs_old").await == 0 },
+    )
+    .await;
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs_now").await,
+        10,
+        "young rows kept"
+    );
+    signal(&d, "TERM");
+    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+}

@@ -73,17 +73,36 @@ async fn report_json_matches_the_documented_schema() {
         );
     }
     assert_eq!(printed["run_id"], shown["run_id"]);
-    // Samples are shown to the operator (a dry-run prints them) but not kept in the trail
-    // by default.
+    // Sample keys may be personal data: with `[audit] samples = false` they are kept
+    // nowhere, printed into no pipe (stdout here is one), and shown only on request.
     env.sql("INSERT INTO logs (account_id, at) VALUES (9, now() - interval '40 days')")
         .await;
-    let dry = env
-        .run(&cfg, &["sweep", "--dry-run", "--format", "json"])
+    let key = env
+        .scalar("SELECT id::bigint FROM logs WHERE account_id = 9")
+        .await
+        .to_string();
+    let dry = env.run(&cfg, &["sweep", "--dry-run", "--format", "json"]);
+    assert_eq!(
+        rule(&dry.json(), "logs")["samples"],
+        serde_json::json!([]),
+        "no samples on stdout by default"
+    );
+    let text = env.run(&cfg, &["sweep", "--dry-run"]);
+    assert!(
+        text.stdout.contains("sample keys withheld"),
+        "{}",
+        text.stdout
+    );
+    let asked = env
+        .run(
+            &cfg,
+            &["sweep", "--dry-run", "--format", "json", "--show-samples"],
+        )
         .json();
     assert_eq!(
-        rule(&dry, "logs")["samples"].as_array().unwrap().len(),
-        1,
-        "the operator sees the sample"
+        rule(&asked, "logs")["samples"],
+        serde_json::json!([key]),
+        "--show-samples shows the operator the sample"
     );
     assert_eq!(
         env.scalar("SELECT count(*) FROM retentiond.rule_results WHERE samples <> '[]'")
@@ -118,14 +137,14 @@ async fn report_json_matches_the_documented_schema() {
             ],
         )
         .json();
-    // The enforcing sweep and the dry-run, newest first.
+    // The enforcing sweep and the three dry-runs, newest first.
     let modes: Vec<&str> = list
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["mode"].as_str().unwrap())
         .collect();
-    assert_eq!(modes, vec!["dry_run", "enforce"]);
+    assert_eq!(modes, vec!["dry_run", "dry_run", "dry_run", "enforce"]);
     let md = env.run(&cfg, &["report", "show", "latest", "--format", "markdown"]);
     assert!(
         md.stdout

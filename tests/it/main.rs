@@ -16,3 +16,4 @@ mod reliability;
 mod s3;
 mod safety;
 mod secrets;
+mod tables;

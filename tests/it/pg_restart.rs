@@ -12,6 +12,8 @@ struct PrivateServer {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Server options beyond the port and address.
+    options: String,
     _dir: tempfile::TempDir,
 }
 
@@ -33,6 +35,10 @@ fn as_owner(cmd: &Path) -> Command {
 
 impl PrivateServer {
     fn start() -> Self {
+        Self::start_with("-c fsync=off")
+    }
+
+    fn start_with(options: &str) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries (scripts/ensure-postgres installs them)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -60,6 +66,7 @@ impl PrivateServer {
             bin,
             data,
             port,
+            options: options.to_owned(),
             _dir: dir,
         };
         s.ctl(&["start", "-w"]);
@@ -68,8 +75,8 @@ impl PrivateServer {
 
     fn ctl(&self, args: &[&str]) {
         let opts = format!(
-            "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port
+            "-p {} -k /tmp -c listen_addresses=127.0.0.1 {}",
+            self.port, self.options
         );
         let log = self.data.join("server.log");
         let ok = as_owner(&self.bin.join("pg_ctl"))
@@ -185,4 +192,120 @@ async fn a_postgres_restart_mid_sweep_is_retried_and_the_next_run_completes() {
         crate::common::run_bin(&cfg, &["audit", "verify"], &[]).code,
         0
     );
+}
+
+/// A crash of PostgreSQL undoes the page batches whose commit records had not reached the
+/// WAL on disk (they commit with `synchronous_commit = off`). The run must not count them:
+/// it sees the server's new start time when it confirms, recounts the rows that came back
+/// in those pages and walks them again. The audit trail is on another server (the shared
+/// one), so its synchronous commits never flush the rule's WAL; the WAL writer is slowed
+/// down so that the latest commits are still in memory when the server is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_a_postgres_crash_undid_are_not_counted() {
+    const OLD: i64 = 150_000;
+    let server = PrivateServer::start_with(
+        "-c fsync=off -c full_page_writes=off -c wal_writer_delay=10000 -c wal_writer_flush_after=0",
+    );
+    let trail = crate::common::TestEnv::new("pg_crash").await;
+    let mut db = PgConnection::connect(&server.url()).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, {OLD});
+         INSERT INTO logs (at) SELECT now() - interval '1 day' FROM generate_series(1, 50);"
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    for st in ["VACUUM ANALYZE logs", "CHECKPOINT"] {
+        sqlx::raw_sql(st).execute(&mut db).await.unwrap();
+    }
+    drop(db);
+    let dir = trail.dir.path();
+    std::fs::write(dir.join("app.url"), server.url()).unwrap();
+    let cfg = trail.config_named(
+        "retention.toml",
+        &format!(
+            "[daemon]\nbatch_size = 100\nmin_batch_size = 100\nmax_batch_size = 100\n\n[audit]\nstore = \"trail\"\n\n\
+             [stores.trail]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n\
+             [stores.app]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n\
+             [categories.logs]\ndescription = \"logs\"\n\n\
+             [[rules]]\nname = \"logs\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n",
+            trail.url_file().display(),
+            dir.join("app.url").display()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["sweep", "--format", "json"])
+        .env("RETENTIOND_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the batches are well under way, kill the server (no shutdown checkpoint, no
+    // WAL write) and start it again: crash recovery replays only the WAL on disk.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = PgConnection::connect(&server.url()).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM logs")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if left < OLD - OLD / 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweep made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.ctl(&["restart", "-m", "immediate", "-w"]);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report: {e}\n{stdout}\n{stderr}"));
+    let rule = crate::common::rule(&report, "logs");
+    let mut c = PgConnection::connect(&server.url()).await.unwrap();
+    let old_left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM logs WHERE at < now() - interval '30 days'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let young: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM logs WHERE at >= now() - interval '30 days'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let gone = (OLD - old_left) as u64;
+    let deleted = rule["deleted"].as_u64().unwrap();
+    let details = &rule["details"];
+    eprintln!(
+        "postgres crash: status {}, deleted {deleted}, really gone {gone}, restarts {}, rows undone by the crash {}",
+        rule["status"], details["postgres_restarts"], details["rows_undone_by_restart"]
+    );
+    assert_eq!(young, 50, "young rows kept");
+    assert_eq!(details["batch_walk"], "pages", "{rule}");
+    assert!(
+        details["postgres_restarts"].as_u64().unwrap_or(0) >= 1,
+        "the run saw the server restart: {rule}\n{stderr}"
+    );
+    assert!(
+        deleted <= gone,
+        "the report counts {deleted} deleted rows but only {gone} are gone: batches the crash undid were counted\n{rule}"
+    );
+    if rule["status"] == "succeeded" {
+        assert_eq!(deleted, gone, "{rule}");
+        assert_eq!(
+            old_left, 0,
+            "the pages the crash restored were walked again"
+        );
+    }
+    // What the trail recorded is what the report said.
+    let recorded: i64 = sqlx::query_scalar("SELECT deleted FROM retentiond.rule_results")
+        .fetch_one(&trail.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded as u64, deleted);
 }

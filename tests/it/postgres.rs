@@ -120,6 +120,7 @@ async fn boundary_rows_at_and_around_the_cutoff() {
             "2026-06-01T12:00:00Z",
             "--format",
             "json",
+            "--show-samples",
         ],
     );
     out.expect_code(0);

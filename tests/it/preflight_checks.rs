@@ -193,3 +193,74 @@ async fn an_unknown_zone_is_a_positioned_error_before_any_store() {
         0
     );
 }
+
+// Issue 13, item 9: strategies whose output a column cannot hold are refused by the
+// preflight (exit 2, nothing written), not discovered row by row in the first batch.
+#[tokio::test]
+async fn anonymise_strategies_a_column_cannot_hold_are_refused_before_any_write() {
+    let env = TestEnv::new("anon_refuse").await;
+    env.sql(
+        "CREATE TABLE usage (
+            id serial PRIMARY KEY, at timestamptz NOT NULL,
+            ip text NOT NULL, ip_ok text, login varchar(20), doc json, n integer
+         );
+         CREATE INDEX ON usage (at);
+         INSERT INTO usage (at, ip, ip_ok, login, doc, n)
+           SELECT now() - interval '40 days', '10.1.2.3', '10.1.2.3', 'ann', '{}', 1 FROM generate_series(1, 5);",
+    )
+    .await;
+    let rule = |anonymise: &str| {
+        env.config(&format!(
+            "[categories.usage]\ndescription = \"usage\"\n\n[[rules]]\nname = \"usage\"\ncategory = \"usage\"\nstore = \"app\"\ntable = \"usage\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"anonymise\"\nanonymise = {{ {anonymise} }}\n"
+        ))
+    };
+    for (anonymise, expect) in [
+        (
+            "ip = \"truncate_ip\"",
+            "strategy `truncate_ip` cannot anonymise column `ip` of type text: the column is NOT NULL",
+        ),
+        (
+            "ip_ok = \"null\", login = \"hash\"",
+            "strategy `hash` cannot anonymise column `login` of type character varying(20): it writes values of up to 69 characters and the column holds 20",
+        ),
+        (
+            "ip_ok = \"null\", login = \"fixed:a very long replacement text\"",
+            "it writes values of up to 28 characters and the column holds 20",
+        ),
+        (
+            "doc = \"fixed:{}\"",
+            "the anonymise update of columns doc does not compile",
+        ),
+        (
+            "ip_ok = \"null\", n = \"fixed:not a number\"",
+            "the anonymise update of columns ip_ok, n does not compile",
+        ),
+    ] {
+        let cfg = rule(anonymise);
+        for cmd in [&["validate"][..], &["sweep"][..]] {
+            let out = env.run(&cfg, cmd);
+            out.expect_code(2);
+            assert!(
+                out.stderr.contains("rule usage:") && out.stderr.contains(expect),
+                "{anonymise} / {cmd:?}: expected `{expect}` in:\n{}",
+                out.stderr
+            );
+        }
+    }
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'retentiond'")
+            .await,
+        0,
+        "a refused preflight writes nothing, not even the audit schema"
+    );
+    // The same table with strategies its columns can hold anonymises every due row.
+    let cfg = rule("ip_ok = \"truncate_ip\", login = \"fixed:gone\", n = \"fixed:0\"");
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    assert_eq!(
+        env.scalar(
+            "SELECT count(*) FROM usage WHERE ip_ok = '10.1.2.0' AND login = 'gone' AND n = 0"
+        )
+        .await,
+        5
+    );
+}

@@ -252,7 +252,10 @@ async fn prefix_rule_deletes_old_objects_with_any_key_name() {
                 .replace("retain = \"2s\"", "retain = \"6s\"")
         ));
 
-        let dry = env.run(&cfg, &["sweep", "--dry-run", "--format", "json"]);
+        let dry = env.run(
+            &cfg,
+            &["sweep", "--dry-run", "--format", "json", "--show-samples"],
+        );
         dry.expect_code(0);
         let dry = dry.json();
         assert_eq!(
