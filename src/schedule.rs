@@ -103,6 +103,29 @@ pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loa
     })
 }
 
+/// Runs `job` for `rule` unless `busy` says the rule is running already (the tick is
+/// then skipped). The job is its own task: a panic inside it ends that task, not the
+/// rule, which is marked free again either way. Returns whether the job ran.
+async fn run_exclusive(
+    busy: &Mutex<HashMap<String, ()>>,
+    rule: &str,
+    job: impl std::future::Future<Output = ()> + Send + 'static,
+) -> bool {
+    {
+        let mut busy = busy.lock().await;
+        if busy.contains_key(rule) {
+            debug!(rule, "previous run still going; tick skipped");
+            return false;
+        }
+        busy.insert(rule.to_owned(), ());
+    }
+    if let Err(e) = tokio::spawn(job).await {
+        error!(rule, error = %e, "the rule's run panicked");
+    }
+    busy.lock().await.remove(rule);
+    true
+}
+
 /// The interval between two consecutive firings of `rule`'s schedule after `now`.
 pub fn schedule_interval(config: &Config, rule: &Rule) -> Option<chrono::TimeDelta> {
     let s = config.schedule_of(rule);
@@ -118,22 +141,12 @@ impl Daemon {
         if self.shutdown.is_cancelled() {
             return;
         }
-        {
-            let mut busy = self.busy.lock().await;
-            if busy.contains_key(&rule) {
-                debug!(rule, "previous run still going; tick skipped");
-                return;
-            }
-            busy.insert(rule.clone(), ());
-        }
-        // A panic inside the run ends its task, not the rule: the rule is marked free
-        // again either way.
         let me = self.clone();
         let name = rule.clone();
-        if let Err(e) = tokio::spawn(async move { me.run_rule_once(name, trigger).await }).await {
-            error!(rule, error = %e, "the rule's run panicked");
-        }
-        self.busy.lock().await.remove(&rule);
+        run_exclusive(&self.busy, &rule, async move {
+            me.run_rule_once(name, trigger).await
+        })
+        .await;
     }
 
     async fn run_rule_once(self: Arc<Self>, rule: String, trigger: &'static str) {
@@ -372,4 +385,38 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     info!("stopped");
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_run_leaves_its_rule_free_for_the_next_tick() {
+        let busy = Mutex::new(HashMap::new());
+        let ran = run_exclusive(&busy, "logs", async { panic!("a bug in one rule's run") }).await;
+        assert!(ran);
+        assert!(busy.lock().await.is_empty(), "the rule is not left busy");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(
+            run_exclusive(&busy, "logs", async move {
+                let _ = tx.send(());
+            })
+            .await,
+            "the next tick runs the rule"
+        );
+        assert!(rx.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_tick_whose_rule_is_running_is_skipped() {
+        let busy = Mutex::new(HashMap::new());
+        busy.lock().await.insert("logs".to_owned(), ());
+        let ran = run_exclusive(&busy, "logs", async { unreachable!("must not run") }).await;
+        assert!(!ran);
+        assert!(
+            busy.lock().await.contains_key("logs"),
+            "still the first run's"
+        );
+    }
 }
