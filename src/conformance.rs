@@ -52,7 +52,20 @@ pub async fn check_rule(
     pf: &Preflight,
     tolerance: Option<&crate::config::Period>,
 ) -> RuleConformance {
-    let as_of = tolerance.and_then(|t| t.before(Utc::now()));
+    // The tolerance counts back from the rule's database clock (cutoffs do too), not
+    // from this host's, which may be off.
+    let as_of = match tolerance {
+        None => None,
+        Some(t) => {
+            let now = match (&rule.target, engine.stores.pg.get(&rule.store)) {
+                (crate::config::Target::Table(_), Some(pg)) => {
+                    pg.now().await.unwrap_or_else(|_| Utc::now())
+                }
+                _ => Utc::now(),
+            };
+            t.before(now)
+        }
+    };
     let r = engine
         .evaluate(rule, Mode::DryRun, as_of, pf.prepared.get(&rule.name))
         .await;

@@ -26,6 +26,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
         )
         .map_err(|e| e.to_string())?
         .install_recorder()
+        .inspect(|_| crate::metrics::describe())
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
@@ -74,21 +75,9 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if !engine.audit.migrations_applied().await {
         problems.push("audit migrations are not applied".into());
     }
-    for (name, pg) in &engine.stores.pg {
-        if sqlx::query("SELECT 1").execute(&pg.pool).await.is_err() {
-            problems.push(format!("store {name} is not reachable"));
-        }
-    }
-    for (name, s3) in &engine.stores.s3 {
-        if s3
-            .client
-            .head_bucket()
-            .bucket(&s3.bucket)
-            .send()
-            .await
-            .is_err()
-        {
-            problems.push(format!("store {name} is not reachable"));
+    for store in engine.stores.probe().await {
+        if !store.up {
+            problems.push(format!("store {} is not reachable", store.name));
         }
     }
     if problems.is_empty() {

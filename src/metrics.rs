@@ -1,8 +1,134 @@
 //! Prometheus metrics, through the `metrics` facade (the exporter is installed by the daemon).
 
-use metrics::{counter, gauge, histogram};
+use chrono::{DateTime, Utc};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
+use crate::config::{Config, Rule};
 use crate::report::RunReport;
+
+/// Clock skew between this host and a database above which the daemon warns.
+pub const SKEW_WARN_SECS: f64 = 5.0;
+
+/// HELP texts (and units) of every metric; called once when the exporter is installed.
+pub fn describe() {
+    describe_gauge!(
+        "retentiond_build_info",
+        "Always 1; the running version in `version`."
+    );
+    describe_gauge!(
+        "retentiond_config_info",
+        "1 for the loaded config (its `sha256`), 0 for configs replaced by a reload."
+    );
+    describe_gauge!(
+        "retentiond_rule_info",
+        "Always 1 per enabled rule; its category, store, action and schedule as labels."
+    );
+    describe_gauge!(
+        "retentiond_rule_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "End of the rule's last successful enforcing run (from the audit trail); 0 if it never succeeded."
+    );
+    describe_gauge!(
+        "retentiond_rule_never_succeeded",
+        "1 while the rule has no successful enforcing run in the audit trail."
+    );
+    describe_gauge!(
+        "retentiond_rule_next_run_timestamp_seconds",
+        Unit::Seconds,
+        "When the rule's schedule fires next."
+    );
+    describe_counter!(
+        "retentiond_records_removed_total",
+        Unit::Count,
+        "Rows deleted or anonymised and object versions deleted, by rule and action."
+    );
+    describe_counter!(
+        "retentiond_rule_failures_total",
+        Unit::Count,
+        "Runs of the rule that ended failed or partial."
+    );
+    describe_counter!(
+        "retentiond_runs_total",
+        Unit::Count,
+        "Finished runs, by mode and status."
+    );
+    describe_histogram!(
+        "retentiond_run_duration_seconds",
+        Unit::Seconds,
+        "Duration of finished runs."
+    );
+    describe_gauge!(
+        "retentiond_overdue_records",
+        "Records past their cutoff and not held, at the last conformance check that worked."
+    );
+    describe_gauge!(
+        "retentiond_oldest_overdue_age_seconds",
+        Unit::Seconds,
+        "How long past its cutoff the oldest overdue record is, at the last conformance check that worked."
+    );
+    describe_gauge!("retentiond_conformance_check_ok", "1 if the rule's last conformance check worked, 0 if it failed (the overdue gauges are then stale).");
+    describe_counter!(
+        "retentiond_conformance_failures_total",
+        Unit::Count,
+        "Conformance checks of the rule that could not be made."
+    );
+    describe_gauge!(
+        "retentiond_store_up",
+        "1 if the store answered its last probe, else 0."
+    );
+    describe_gauge!(
+        "retentiond_clock_skew_seconds",
+        Unit::Seconds,
+        "This host's clock minus the database's `now()`, at the last probe."
+    );
+}
+
+/// The series an alert needs from the first scrape, for one enabled rule: its info, its
+/// last success (0 and `never_succeeded 1` if none), its next run, and its counters at 0.
+pub fn init_rule(config: &Config, rule: &Rule, last_success: Option<DateTime<Utc>>) {
+    let schedule = config.schedule_of(rule);
+    gauge!("retentiond_rule_info",
+        "rule" => rule.name.clone(), "category" => rule.category.clone(), "store" => rule.store.clone(),
+        "action" => rule.action.as_str(), "schedule" => schedule.expr.clone())
+    .set(1.0);
+    gauge!("retentiond_rule_last_success_timestamp_seconds", "rule" => rule.name.clone(), "category" => rule.category.clone())
+        .set(last_success.map_or(0.0, |t| t.timestamp() as f64));
+    gauge!("retentiond_rule_never_succeeded", "rule" => rule.name.clone())
+        .set(if last_success.is_some() { 0.0 } else { 1.0 });
+    next_run(config, rule);
+    counter!("retentiond_records_removed_total", "rule" => rule.name.clone(), "action" => rule.action.as_str())
+        .increment(0);
+    counter!("retentiond_rule_failures_total", "rule" => rule.name.clone()).increment(0);
+    counter!("retentiond_conformance_failures_total", "rule" => rule.name.clone()).increment(0);
+}
+
+/// Sets when `rule` runs next.
+pub fn next_run(config: &Config, rule: &Rule) {
+    if let Some(next) = config.schedule_of(rule).next_after(&Utc::now()) {
+        gauge!("retentiond_rule_next_run_timestamp_seconds", "rule" => rule.name.clone())
+            .set(next.timestamp() as f64);
+    }
+}
+
+/// `build_info` and `config_info` (the replaced config's series, if any, set to 0).
+pub fn init_process(sha256: &str, replaced: Option<&str>) {
+    gauge!("retentiond_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    if let Some(old) = replaced.filter(|old| *old != sha256) {
+        gauge!("retentiond_config_info", "sha256" => old.to_owned()).set(0.0);
+    }
+    gauge!("retentiond_config_info", "sha256" => sha256.to_owned()).set(1.0);
+}
+
+/// One store's probe: up or down, and for a Postgres store the skew of this host's clock
+/// against the database's.
+pub fn record_store(name: &str, up: bool, skew_seconds: Option<f64>) {
+    gauge!("retentiond_store_up", "store" => name.to_owned()).set(if up { 1.0 } else { 0.0 });
+    if let Some(s) = skew_seconds {
+        gauge!("retentiond_clock_skew_seconds", "store" => name.to_owned()).set(s);
+    }
+}
 
 /// Counts rows or objects removed by one batch.
 pub fn record_batch(rule: &str, action: &str, n: u64) {
@@ -25,6 +151,7 @@ pub fn record_run(report: &RunReport) {
             if let Some(f) = report.finished_at {
                 gauge!("retentiond_rule_last_success_timestamp_seconds", "rule" => r.rule.clone(), "category" => r.category.clone())
                     .set(f.timestamp() as f64);
+                gauge!("retentiond_rule_never_succeeded", "rule" => r.rule.clone()).set(0.0);
             }
         }
     }

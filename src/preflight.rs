@@ -104,9 +104,55 @@ impl Preflight {
     }
 }
 
+/// How long the preflight waits for a Postgres store to answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Checks `rules` against the stores.
 pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflight {
     let mut pf = Preflight::default();
+    // Each Postgres store answers once, or its rules fail at once as its outage (a
+    // store that is down costs one probe, not a connection timeout per rule).
+    let mut pg_names: Vec<&str> = rules
+        .iter()
+        .filter(|r| matches!(r.target, Target::Table(_)))
+        .map(|r| r.store.as_str())
+        .collect();
+    pg_names.sort_unstable();
+    pg_names.dedup();
+    let mut down: Vec<String> = Vec::new();
+    for name in pg_names {
+        let Some(pg) = stores.pg.get(name) else {
+            continue;
+        };
+        let clock = tokio::time::timeout(PROBE_TIMEOUT, pg.now()).await;
+        match clock {
+            Ok(Ok(db_now)) => {
+                let skew = (Utc::now() - db_now).num_milliseconds() as f64 / 1000.0;
+                if skew.abs() > crate::metrics::SKEW_WARN_SECS {
+                    pf.warnings.push(Finding {
+                        rule: format!("(store {name})"),
+                        message: format!(
+                            "this host's clock is {skew:.1} s off the database's; cutoffs and relative times (--as-of +7d, --tolerance) use the database clock, but fix the host's time (NTP)"
+                        ),
+                        transient: false,
+                    });
+                }
+            }
+            Ok(Err(e)) if !crate::store::postgres::unavailable(&e) => {}
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => db_message(&e),
+                    _ => format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
+                };
+                pf.errors.push(Finding {
+                    rule: format!("(store {name})"),
+                    message: format!("store `{name}` is not reachable: {why}"),
+                    transient: true,
+                });
+                down.push(name.to_owned());
+            }
+        }
+    }
     let mut buckets: BTreeMap<String, Option<BucketInfo>> = BTreeMap::new();
     for rule in rules {
         let mut store_names = vec![rule.store.clone()];
@@ -137,6 +183,14 @@ pub async fn check(config: &Config, stores: &Stores, rules: &[&Rule]) -> Preflig
         }
     }
     for rule in rules {
+        if down.contains(&rule.store) {
+            pf.errors.push(Finding {
+                rule: rule.name.clone(),
+                message: format!("store `{}` is not reachable", rule.store),
+                transient: true,
+            });
+            continue;
+        }
         match check_rule(config, stores, rule, &buckets, &mut pf.warnings).await {
             Ok(Some(p)) => {
                 pf.prepared.insert(rule.name.clone(), p);
@@ -317,7 +371,27 @@ async fn check_rule(
         }
     }
     if !anonymise.is_empty() {
-        explain_anonymise(pg, config, t, age_kind, &info, &anonymise, uses_hmac).await?;
+        if let Err(e) =
+            explain_anonymise(pg, config, t, age_kind, &info, &anonymise, uses_hmac).await
+        {
+            let columns: Vec<&str> = anonymise.iter().map(|(c, _)| c.as_str()).collect();
+            let what = format!(
+                "the anonymise update of columns {} does not compile: {}",
+                columns.join(", "),
+                db_message(&e)
+            );
+            // Read-only credentials (`plan`, `conformance`) cannot compile an UPDATE;
+            // the sweep's own credentials will be checked when it runs.
+            if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42501") {
+                warnings.push(Finding {
+                    transient: false,
+                    rule: rule.name.clone(),
+                    message: format!("{what} (not checked with these credentials)"),
+                });
+            } else {
+                return Err(what.into());
+            }
+        }
     }
     let mut objects_bucket = None;
     if let Some(o) = &t.objects {
@@ -414,7 +488,7 @@ async fn explain_anonymise(
     info: &TableInfo,
     anonymise: &[(Ident, ColumnSql)],
     uses_hmac: bool,
-) -> Result<(), String> {
+) -> Result<(), sqlx::Error> {
     let subject_type = t
         .subject
         .as_ref()
@@ -442,14 +516,7 @@ async fn explain_anonymise(
     });
     let mut st = selection.anonymise_batch(&pg_sql::Batch::First(1), hmac, &pg_sql::hmac_names());
     st.sql = format!("EXPLAIN {}", st.sql);
-    pg.fetch_all(&st).await.map(|_| ()).map_err(|e| {
-        let columns: Vec<&str> = anonymise.iter().map(|(c, _)| c.as_str()).collect();
-        format!(
-            "the anonymise update of columns {} does not compile: {}",
-            columns.join(", "),
-            db_message(&e)
-        )
-    })
+    pg.fetch_all(&st).await.map(|_| ())
 }
 
 /// The smallest and largest value of an epoch age column, and the database clock, in one

@@ -18,6 +18,9 @@ use crate::config::{Config, Period, Rule};
 use crate::preflight::{self, Preflight};
 use crate::sweep::{Engine, Mode, RunRequest};
 
+/// How often the daemon probes its stores (up, clock skew).
+pub const PROBE_EVERY: Duration = Duration::from_secs(15);
+
 /// Rules one daemon runs at once (the audit pool has 16 connections; a running rule
 /// holds up to three).
 pub const MAX_CONCURRENT_RULES: usize = 4;
@@ -195,8 +198,9 @@ impl Daemon {
                 Err(e) => error!(rule, error = %format!("{e:#}"), "run failed"),
             }
             lock.release().await;
-            if !self.shutdown.is_cancelled() {
-                if let Some(r) = engine.config.rule(&rule) {
+            if let Some(r) = engine.config.rule(&rule) {
+                crate::metrics::next_run(&engine.config, r);
+                if !self.shutdown.is_cancelled() {
                     crate::conformance::check_rule(engine, r, &pf, None).await;
                 }
             }
@@ -234,7 +238,98 @@ impl Daemon {
             );
             info!(rule = %rule.name, schedule = %expr, "scheduled");
         }
+        let expr = loaded
+            .engine
+            .config
+            .daemon
+            .conformance_schedule
+            .expr
+            .clone();
+        let me = self.clone();
+        let job = Job::new_async_tz(expr.as_str(), Utc, move |_id, _sched| {
+            let me = me.clone();
+            Box::pin(async move {
+                let tracker = me.tracker.clone();
+                tracker.spawn(async move { me.check_conformance().await });
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("cannot schedule conformance_schedule `{expr}`: {e}"))?;
+        ids.push(
+            sched
+                .add(job)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot add job: {e}"))?,
+        );
+        info!(schedule = %expr, "conformance scheduled");
         Ok(ids)
+    }
+
+    /// Counts what is overdue for every enabled rule (read-only: a preflight and a
+    /// dry-run selection per rule, nothing recorded), for the overdue metrics.
+    async fn check_conformance(self: Arc<Self>) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let loaded = self.loaded.read().await.clone();
+        let engine = &loaded.engine;
+        let rules: Vec<&Rule> = engine.config.rules.iter().filter(|r| r.enabled).collect();
+        let pf = preflight::check(&engine.config, &engine.stores, &rules).await;
+        let results = crate::conformance::check(engine, &pf, None).await;
+        let overdue: u64 = results.iter().map(|r| r.overdue).sum();
+        let failed = results.iter().filter(|r| r.error.is_some()).count();
+        info!(
+            rules = results.len(),
+            overdue, failed, "conformance checked"
+        );
+    }
+
+    /// The series every alert needs, from the first scrape (at start and after each
+    /// reload): build and config info, and per enabled rule its info, last success
+    /// (from the trail), next run and counters at 0.
+    async fn init_series(&self, replaced: Option<&str>) {
+        let loaded = self.loaded.read().await.clone();
+        let engine = &loaded.engine;
+        crate::metrics::init_process(&engine.config.sha256, replaced);
+        for rule in engine.config.rules.iter().filter(|r| r.enabled) {
+            let last = match engine.audit.last_success(&rule.name).await {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(rule = %rule.name, error = %e, "cannot read the rule's last success from the trail");
+                    None
+                }
+            };
+            crate::metrics::init_rule(&engine.config, rule, last);
+        }
+    }
+
+    /// Every [`PROBE_EVERY`]: whether each store answers (`retentiond_store_up`), and how
+    /// far this host's clock is from each database's (`retentiond_clock_skew_seconds`,
+    /// a warning above [`crate::metrics::SKEW_WARN_SECS`] when it starts).
+    async fn probe_stores(self: Arc<Self>) {
+        let mut skewed: std::collections::HashSet<String> = Default::default();
+        loop {
+            let loaded = self.loaded.read().await.clone();
+            for p in loaded.engine.stores.probe().await {
+                let skew = p
+                    .clock
+                    .map(|db| (Utc::now() - db).num_milliseconds() as f64 / 1000.0);
+                crate::metrics::record_store(&p.name, p.up, skew);
+                match skew {
+                    Some(s) if s.abs() > crate::metrics::SKEW_WARN_SECS => {
+                        if skewed.insert(p.name.clone()) {
+                            warn!(store = %p.name, skew_seconds = s, "this host's clock is {s:.1} s off the database's; cutoffs use the database clock");
+                        }
+                    }
+                    _ => {
+                        skewed.remove(&p.name);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
     }
 
     /// Runs, once, every rule whose last successful enforcing run is older than its
@@ -271,8 +366,10 @@ impl Daemon {
         info!(config = %self.config_path.display(), "reloading the config");
         match load(&self.config_path, self.shutdown.clone()).await {
             Ok(new) => {
+                let replaced = self.loaded.read().await.engine.config.sha256.clone();
                 *self.loaded.write().await = Arc::new(new);
                 *self.reload_error.write().await = None;
+                self.init_series(Some(&replaced)).await;
                 for id in jobs.drain(..) {
                     let _ = sched.remove(&id).await;
                 }
@@ -324,6 +421,10 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
         running: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RULES)),
         config_path: config_path.to_owned(),
     });
+    daemon.init_series(None).await;
+    tokio::spawn(daemon.clone().probe_stores());
+    // The overdue gauges from the first minutes, not from the first scheduled check.
+    daemon.tracker.spawn(daemon.clone().check_conformance());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Fail::usage(format!("cannot listen on {listen}: {e}")))?;

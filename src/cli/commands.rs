@@ -117,13 +117,18 @@ pub async fn sweep(config_path: &Path, a: SweepArgs) -> CmdResult {
     if a.as_of.is_some() && !a.dry_run {
         return Err(Fail::usage("--as-of is only allowed with --dry-run: an enforcing sweep always uses the database clock"));
     }
-    let as_of = a
-        .as_of
+    // Checked before any store is touched; relative times then count from the database
+    // clock, as cutoffs do.
+    a.as_of
         .as_deref()
         .map(|s| parse_time(s, Utc::now()))
         .transpose()
         .map_err(Fail::usage)?;
     let (engine, names, pf) = prepare(config_path, &a.rules, &a.categories).await?;
+    let as_of = match a.as_of.as_deref() {
+        Some(s) => Some(db_time(&engine.audit, s).await?),
+        None => None,
+    };
     cancel_on_signal(engine.shutdown.clone());
     let req = RunRequest {
         rules: names,
@@ -184,8 +189,7 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
 
 pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
     let config = load_config(config_path)?;
-    let as_of = a
-        .as_of
+    a.as_of
         .as_deref()
         .map(|s| parse_time(s, Utc::now()))
         .transpose()
@@ -193,6 +197,10 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
     let all: Vec<&Rule> = config.rules.iter().collect();
     let stores = connect_stores(&config, &all).await?;
     let audit = connect_audit(&config).await?;
+    let as_of = match a.as_of.as_deref() {
+        Some(s) => Some(db_time(&audit, s).await?),
+        None => None,
+    };
     let pf = preflight::check(&config, &stores, &all).await;
     print_findings(&pf);
     let engine = Engine {
@@ -541,11 +549,10 @@ pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
             if reason.trim().is_empty() {
                 return Err(Fail::usage("--reason must not be empty"));
             }
-            let expires = expires
-                .as_deref()
-                .map(|s| parse_time(s, Utc::now()))
-                .transpose()
-                .map_err(Fail::usage)?;
+            let expires = match expires.as_deref() {
+                Some(s) => Some(db_time(&audit, s).await?),
+                None => None,
+            };
             let id = audit
                 .add_hold(&target, &reason, &actor(who), expires)
                 .await
@@ -742,14 +749,11 @@ pub async fn run_daemon(config_path: &Path, a: RunArgs) -> CmdResult {
     crate::schedule::run_daemon(config_path, a.grace_period.as_deref(), !a.no_catch_up).await
 }
 
-/// Prints a run's report. Sample keys may be personal data: unless the trail keeps them
-/// (`[audit] samples = true`) or `--show-samples` asks, they are shown only as text on an
-/// interactive terminal, never into a pipe, a file or a log.
+/// Prints a run's report. Sample keys may be personal data, and stdout often ends up
+/// in a log (a terminal too, under `docker run -t`): unless the trail keeps them
+/// (`[audit] samples = true`), they are printed only when `--show-samples` asks.
 fn print_run(engine: &Engine, report: &RunReport, format: Format, show_samples: bool) {
-    use std::io::IsTerminal;
-    let shown = engine.config.audit.samples
-        || show_samples
-        || (format == Format::Text && std::io::stdout().is_terminal());
+    let shown = engine.config.audit.samples || show_samples;
     if shown {
         match format {
             Format::Json => print_json(report),
@@ -764,7 +768,7 @@ fn print_run(engine: &Engine, report: &RunReport, format: Format, show_samples: 
             print!("{}", render_text(&withheld));
             if report.rules.iter().any(|r| !r.samples.is_empty()) {
                 println!(
-                    "\n  sample keys withheld: [audit] samples = false and stdout is not a terminal (--show-samples prints them)"
+                    "\n  sample keys withheld: [audit] samples = false (--show-samples prints them)"
                 );
             }
         }
@@ -795,4 +799,11 @@ struct PlanRow {
 fn utc(t: Option<chrono::DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
+}
+
+/// A `TIME` argument, relative times counted from the audit database's clock (the host's
+/// may be off; cutoffs come from the database too).
+async fn db_time(audit: &crate::audit::Audit, s: &str) -> Result<chrono::DateTime<Utc>, Fail> {
+    let now = audit.now().await.unwrap_or_else(|_| Utc::now());
+    parse_time(s, now).map_err(Fail::usage)
 }

@@ -32,6 +32,9 @@ use raw::*;
 pub const DEFAULT_BATCH_SIZE: u32 = 5_000;
 /// Default target duration of one batch.
 pub const DEFAULT_MAX_BATCH_DURATION_MS: u64 = 250;
+/// Default conformance schedule (on the hour, every hour).
+pub const DEFAULT_CONFORMANCE_SCHEDULE: &str = "0 0 * * * *";
+
 /// Default cron schedule (03:00:00 every day).
 pub const DEFAULT_SCHEDULE: &str = "0 0 3 * * *";
 /// Default listen address of the HTTP endpoints.
@@ -67,6 +70,8 @@ pub struct Config {
 pub struct Daemon {
     /// Default schedule for rules without one.
     pub schedule: Schedule,
+    /// When the daemon counts what is overdue for the conformance metrics (read-only).
+    pub conformance_schedule: Schedule,
     /// Rows per batch to start with.
     pub batch_size: u32,
     /// Smallest batch adaptive sizing may shrink to.
@@ -486,6 +491,13 @@ fn validate(
     let dp = root.key("daemon");
     let schedule = Schedule::parse(raw.daemon.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE))
         .map_err(|m| err(&dp.key("schedule"), m))?;
+    let conformance_schedule = Schedule::parse(
+        raw.daemon
+            .conformance_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_CONFORMANCE_SCHEDULE),
+    )
+    .map_err(|m| err(&dp.key("conformance_schedule"), m))?;
     let batch_size = raw.daemon.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     if batch_size == 0 {
         return Err(err(&dp.key("batch_size"), "must be at least 1".into()));
@@ -522,6 +534,7 @@ fn validate(
     };
     let daemon = Daemon {
         schedule,
+        conformance_schedule,
         batch_size,
         min_batch_size,
         max_batch_size,

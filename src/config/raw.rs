@@ -29,6 +29,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
     pub schedule: Option<String>,
+    pub conformance_schedule: Option<String>,
     pub batch_size: Option<u32>,
     pub min_batch_size: Option<u32>,
     pub max_batch_size: Option<u32>,

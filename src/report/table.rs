@@ -104,6 +104,8 @@ mod tests {
     #[test]
     fn columns_line_up_and_numbers_align_right() {
         let mut t = TextTable::new(&[("RULE", Align::Left), ("DUE", Align::Right)]);
+        // As a pipe would get it, even when the tests run on a terminal.
+        t.table.force_no_tty();
         t.row(["a-very-long-rule-name-indeed", &count(123_456)]);
         t.row(["short", "7"]);
         let text = t.render();

@@ -106,6 +106,35 @@ impl Stores {
         Ok(stores)
     }
 
+    /// Asks every store whether it answers, all at once: `(name, up, database clock)`.
+    pub async fn probe(&self) -> Vec<StoreProbe> {
+        let pg = self.pg.iter().map(|(name, pg)| async move {
+            let clock = tokio::time::timeout(PROBE_TIMEOUT, pg.probe())
+                .await
+                .ok()
+                .flatten();
+            StoreProbe {
+                name: name.clone(),
+                up: clock.is_some(),
+                clock,
+            }
+        });
+        let s3 = self.s3.iter().map(|(name, s3)| async move {
+            StoreProbe {
+                name: name.clone(),
+                up: tokio::time::timeout(PROBE_TIMEOUT, s3.reachable())
+                    .await
+                    .unwrap_or(false),
+                clock: None,
+            }
+        });
+        let (mut out, s3) =
+            futures::future::join(futures::future::join_all(pg), futures::future::join_all(s3))
+                .await;
+        out.extend(s3);
+        out
+    }
+
     /// The Postgres store `name` (connected by `connect`).
     pub fn pg(&self, name: &str) -> &PgStore {
         self.pg
@@ -119,4 +148,18 @@ impl Stores {
             .get(name)
             .unwrap_or_else(|| panic!("store `{name}` was not connected"))
     }
+}
+
+/// How long [`Stores::probe`] waits for a store.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What [`Stores::probe`] found about one store.
+#[derive(Debug, Clone)]
+pub struct StoreProbe {
+    /// Store name.
+    pub name: String,
+    /// It answered.
+    pub up: bool,
+    /// A Postgres store's `now()`, read when it answered.
+    pub clock: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -115,6 +115,11 @@ impl PgStore {
         })
     }
 
+    /// Whether the server answers, and its clock when it does.
+    pub async fn probe(&self) -> Option<DateTime<Utc>> {
+        self.now().await.ok()
+    }
+
     /// The database clock: every Postgres cutoff is computed from it.
     pub async fn now(&self) -> Result<DateTime<Utc>, sqlx::Error> {
         sqlx::query_scalar("SELECT now()")
@@ -254,28 +259,23 @@ impl PgStore {
         Ok(n)
     }
 
-    /// The start time of the server process: it changes when PostgreSQL restarts, which
-    /// is how a caller tells that asynchronously committed work may have been undone.
-    pub async fn incarnation(&self) -> Result<DateTime<Utc>, sqlx::Error> {
-        sqlx::query_scalar("SELECT pg_postmaster_start_time()")
-            .fetch_one(&self.pool)
-            .await
+    /// A session held across asynchronously committed batches, to tell afterwards
+    /// whether the server lost them: a restart, or a crash of any backend (after which
+    /// the postmaster resets shared memory, WAL buffers included), ends every session.
+    pub async fn witness(&self) -> Result<Witness, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let started = sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Witness { conn, started })
     }
 
-    /// Makes every transaction committed so far on this server incarnation durable: a
-    /// transaction with an id, committed synchronously, flushes the WAL up to its commit
-    /// record, and the WAL of every earlier commit lies before it. Returns the
-    /// incarnation it flushed on: when that is not the one the earlier commits ran on,
-    /// the server restarted in between and they may be lost.
+    /// Makes every transaction committed so far durable: a transaction with an id,
+    /// committed synchronously, flushes the WAL up to its commit record, and the WAL of
+    /// every earlier commit lies before it. Returns the server's start time.
     pub async fn flush_wal(&self) -> Result<DateTime<Utc>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let started: DateTime<Utc> = sqlx::query_scalar(
-            "SELECT pg_postmaster_start_time() FROM (SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()) AS flush",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(started)
+        let mut conn = self.pool.acquire().await?;
+        flush_on(&mut conn).await
     }
 
     /// Runs a query and returns its rows.
@@ -360,4 +360,35 @@ impl TableInfo {
             vec![table.clone()]
         }
     }
+}
+
+/// A session that saw the server before a run of asynchronous commits: see
+/// [`PgStore::witness`].
+pub struct Witness {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    started: DateTime<Utc>,
+}
+
+impl Witness {
+    /// Flushes the WAL on the witness session. `Ok(true)`: the session and the server
+    /// lived through every commit since the witness was taken, and they are durable now;
+    /// `Ok(false)` or an error: they may have been lost.
+    pub async fn confirm(mut self) -> Result<bool, sqlx::Error> {
+        let started = flush_on(&mut self.conn).await?;
+        Ok(started == self.started)
+    }
+}
+
+/// One synchronous commit of a transaction that has an id (the `SELECT` list makes
+/// `pg_current_xact_id()` run: it assigns the id), returning the server's start time.
+async fn flush_on(conn: &mut sqlx::PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let (_, xid, started): (String, Option<String>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()::text, pg_postmaster_start_time()",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    debug_assert!(xid.is_some(), "the flush transaction has an id");
+    tx.commit().await?;
+    Ok(started)
 }

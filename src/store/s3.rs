@@ -172,6 +172,16 @@ impl S3Store {
         }
     }
 
+    /// Whether the bucket answers (HeadBucket).
+    pub async fn reachable(&self) -> bool {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+    }
+
     /// Checks the bucket is reachable and reads its versioning and Object Lock status.
     #[instrument(skip_all, fields(store = %self.name))]
     pub async fn preflight(&self) -> Result<BucketInfo, S3Error> {

@@ -412,11 +412,13 @@ impl Batches {
 
     /// Makes the page batches of the current table durable before anything records
     /// them. They committed without waiting for their WAL (`synchronous_commit = off`),
-    /// so a crash of PostgreSQL before the WAL reached disk undid the latest of them. The
-    /// flush tells on which server incarnation it ran: when that is not the one the
-    /// batches began on, the rows that came back in their pages are recounted and taken
-    /// off the counts, and with `redo` the walk goes over those pages again. Returns the
-    /// page to go back to, or `Err` (after recording why) when nothing can be confirmed.
+    /// so a crash of PostgreSQL before the WAL reached disk undid the latest of them.
+    /// The flush runs on the witness session taken before the first of them: when that
+    /// session is gone, or the server's start time changed, the server may have lost
+    /// them. Then the WAL is flushed on a new session, the due rows found again in their
+    /// pages are taken off the counts, and with `redo` the walk goes over those pages
+    /// again. Returns the page to go back to, or `Err` (after recording why) when
+    /// nothing can be confirmed.
     pub(crate) async fn confirm(
         &mut self,
         rr: &mut RuleRun<'_>,
@@ -428,31 +430,41 @@ impl Batches {
         let Some(u) = self.unconfirmed.take() else {
             return Ok(None);
         };
-        let flushed = match with_retry(|| pg.flush_wal()).await {
-            Ok(inc) => inc,
-            Err(e) => {
-                self.uncount(rr, u.rows);
-                rr.report.status = "partial".into();
-                rr.error(format!(
-                    "cannot confirm that {} row(s) of the last batches reached disk ({}); they are not counted",
-                    u.rows,
-                    db_message(&e)
-                ));
-                return Err(());
-            }
-        };
-        if flushed == u.incarnation {
+        if matches!(u.witness.confirm().await, Ok(true)) {
+            self.counted(rr, u.rows);
             if progress_due(rr) {
                 self.record_progress(rr).await;
             }
             return Ok(None);
         }
         self.restarts += 1;
-        warn!(table = %table, from = u.from, to = u.to, "PostgreSQL restarted since the last confirmed batch: recounting those pages");
-        // The due rows in those pages now, holds and other rules' keeps aside: at least
-        // the rows that came back, so what stays counted is never more than is gone.
+        warn!(table = %table, from = u.from, to = u.to, "PostgreSQL may have lost the last batches (their session or the server restarted): recounting their pages");
+        let not_counted = |rr: &mut RuleRun<'_>, what: String| {
+            rr.report.status = "partial".into();
+            rr.error(format!(
+                "{what}; {} row(s) of the last batches are not counted",
+                u.rows
+            ));
+        };
+        if let Err(e) = with_retry(|| pg.flush_wal()).await {
+            self.uncount(rr, u.rows);
+            not_counted(
+                rr,
+                format!("cannot make the last batches durable ({})", db_message(&e)),
+            );
+            return Err(());
+        }
+        // The due rows in those pages now, other rules' floors aside (never removed):
+        // at least the rows that came back, so what stays counted is never more than
+        // is gone. Held rows and rows the application had locked count as come back.
+        let keeps = scope.protection.keeps(scope.now, &HoldSet::default());
+        let bare = BatchHolds {
+            held_ids: Vec::new(),
+            keeps,
+            category_hold: None,
+        };
         let recount = scope
-            .selection(table, &NO_HOLDS, &self.skip)
+            .selection(table, &bare, &self.skip)
             .count_batch(&Batch::Pages {
                 from: u.from,
                 to: u.to,
@@ -462,16 +474,18 @@ impl Batches {
             Ok(n) => n.min(u.rows),
             Err(e) => {
                 self.uncount(rr, u.rows);
-                rr.report.status = "partial".into();
-                rr.error(format!(
-                    "PostgreSQL restarted during the rule and the pages of its last batches cannot be recounted ({}); {} row(s) are not counted",
-                    db_message(&e),
-                    u.rows
-                ));
+                not_counted(
+                    rr,
+                    format!(
+                        "PostgreSQL may have lost the last batches and their pages cannot be recounted ({})",
+                        db_message(&e)
+                    ),
+                );
                 return Err(());
             }
         };
         self.uncount(rr, back);
+        self.counted(rr, u.rows - back);
         let undone = rr
             .report
             .details
@@ -484,7 +498,23 @@ impl Batches {
         rr.report
             .details
             .insert("postgres_restarts".into(), self.restarts.into());
-        Ok((redo && self.restarts <= MAX_REDOS).then_some(u.from))
+        if !redo {
+            return Ok(None);
+        }
+        if self.restarts > MAX_REDOS {
+            rr.report.status = "partial".into();
+            rr.error(format!(
+                "PostgreSQL lost batches {} times during the rule; {back} row(s) that came back stay for the next run",
+                self.restarts
+            ));
+            return Ok(None);
+        }
+        Ok(Some(u.from))
+    }
+
+    /// Adds confirmed rows to the removal counter of the metrics.
+    fn counted(&self, rr: &RuleRun<'_>, rows: u64) {
+        crate::metrics::record_batch(&rr.rule.name, rr.rule.action.as_str(), rows);
     }
 
     /// Takes rows a crash undid (or may have undone) off the rule's counts.
@@ -496,13 +526,13 @@ impl Batches {
         *n = n.saturating_sub(rows);
     }
 
-    /// Notes a page batch about to run; `None` when the server's incarnation cannot be
-    /// read (the batch then must not run).
+    /// Notes a page batch about to run, taking a witness session before the first of
+    /// a run of them. An error means the batch must not run.
     async fn before_page_batch(&mut self, pg: &PgStore, from: u64) -> Result<(), sqlx::Error> {
         if self.unconfirmed.is_none() {
-            let incarnation = with_retry(|| pg.incarnation()).await?;
+            let witness = with_retry(|| pg.witness()).await?;
             self.unconfirmed = Some(Unconfirmed {
-                incarnation,
+                witness,
                 from,
                 to: from,
                 rows: 0,
@@ -518,7 +548,10 @@ impl Batches {
             Action::Delete => rr.report.deleted += done.changed,
             Action::Anonymise => rr.report.anonymised += done.changed,
         }
-        crate::metrics::record_batch(&rr.rule.name, rr.rule.action.as_str(), done.changed);
+        // Page batches are counted in the metrics once confirmed durable.
+        if self.unconfirmed.is_none() {
+            crate::metrics::record_batch(&rr.rule.name, rr.rule.action.as_str(), done.changed);
+        }
         if self.first_error.is_none() {
             self.first_error = done.first_error;
         }
@@ -532,10 +565,9 @@ impl Batches {
 const MAX_REDOS: u32 = 3;
 
 /// Page batches that committed without waiting for their WAL, not yet confirmed durable.
-#[derive(Debug)]
 pub(crate) struct Unconfirmed {
-    /// The server's start time, read before the first of them.
-    incarnation: DateTime<Utc>,
+    /// A session taken before the first of them.
+    witness: crate::store::postgres::Witness,
     /// The pages they covered: a page walk goes in order, so one range.
     from: u64,
     to: u64,

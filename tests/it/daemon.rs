@@ -110,6 +110,56 @@ async fn wait_for<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// `promtool check metrics` (Debian's prometheus package; scripts/test installs it) finds
+/// nothing to say about `text`: names, units, HELP and TYPE follow the conventions.
+fn assert_promtool_clean(what: &str, text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/ensure-promtool installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on {what}: {said}\n{text}"
+    );
+}
+
+/// The value of the one sample of `name` whose labels include `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse as Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(k).is_some_and(|x| x == *v))
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
 fn wait_exit(env: &TestEnv, child: &mut Child, secs: u64) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -194,6 +244,7 @@ async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
         text.contains("retentiond_overdue_records{rule=\"logs\"} 0"),
         "{text}"
     );
+    assert_promtool_clean("a daemon that has run", &text);
 
     signal(&d, "TERM");
     assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
@@ -576,11 +627,14 @@ async fn a_store_that_is_down_stops_only_its_own_rules() {
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 30);",
     )
     .await;
-    // A port that was free a moment ago and that nothing listens on.
-    let dead = free_port();
+    // A Unix socket in a directory that does not exist: no other test can bring up a
+    // server there (a free TCP port could be taken by one).
     std::fs::write(
         env.dir.path().join("down.url"),
-        format!("postgres://postgres@127.0.0.1:{dead}/postgres"),
+        format!(
+            "postgres://postgres@localhost/postgres?host={}",
+            env.dir.path().join("no-such-dir").display()
+        ),
     )
     .unwrap();
     let port = free_port();
@@ -684,6 +738,244 @@ async fn a_partition_attached_after_start_is_swept() {
         env.scalar("SELECT count(*) FROM logs_now").await,
         10,
         "young rows kept"
+    );
+    signal(&d, "TERM");
+    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+}
+
+// Issue 19: a daemon exports every series an alert needs from its first scrape, before
+// any rule has run; conformance is counted on its own schedule between runs; the output
+// passes `promtool check metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
+    let env = TestEnv::new("first_scrape").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 12);",
+    )
+    .await;
+    let port = free_port();
+    // The rule runs daily at 03:00 and is not caught up: nothing runs during the test.
+    let cfg = env.config_named(
+        "retention.toml",
+        &with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10")).replace(
+            "[daemon]\n",
+            "[daemon]\nconformance_schedule = \"*/2 * * * * *\"\n",
+        ),
+    );
+    let log = std::fs::File::create(cfg.with_extension("log")).unwrap();
+    let mut d = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--no-catch-up", "--grace-period", "10s"])
+        .envs(env.env.iter().cloned())
+        .env("RETENTIOND_LOG", "warn,retentiond=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    // The first answer of /metrics.
+    let deadline = std::time::Instant::now() + Duration::from_secs(STARTUP_SECS);
+    let text = loop {
+        if let Some((200, body)) = get(port, "/metrics").await {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /metrics within {STARTUP_SECS} s\n{}",
+            logs(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rule = [("rule", "logs")];
+    assert_eq!(
+        sample(
+            &text,
+            "retentiond_rule_last_success_timestamp_seconds",
+            &rule
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "retentiond_rule_never_succeeded", &rule),
+        Some(1.0),
+        "{text}"
+    );
+    let next =
+        sample(&text, "retentiond_rule_next_run_timestamp_seconds", &rule).expect("next run");
+    assert!(next > chrono::Utc::now().timestamp() as f64, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "retentiond_rule_info",
+            &[
+                ("rule", "logs"),
+                ("category", "logs"),
+                ("store", "app"),
+                ("action", "delete"),
+                ("schedule", "0 0 3 * * *")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "retentiond_records_removed_total",
+            &[("rule", "logs"), ("action", "delete")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "retentiond_rule_failures_total", &rule),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "retentiond_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("retentiond_config_info{sha256=\""), "{text}");
+    assert_promtool_clean("a daemon's first scrape", &text);
+    // The store probe and the conformance check at start follow within seconds.
+    wait_for(
+        &env,
+        "store_up and the overdue count from the check at start",
+        PATIENCE_SECS,
+        || async {
+            get(port, "/metrics").await.is_some_and(|(_, t)| {
+                sample(&t, "retentiond_store_up", &[("store", "app")]) == Some(1.0)
+                    && sample(&t, "retentiond_overdue_records", &rule) == Some(12.0)
+                    && sample(&t, "retentiond_clock_skew_seconds", &[("store", "app")]).is_some()
+            })
+        },
+    )
+    .await;
+    // More rows fall due; no rule runs; the conformance schedule counts them.
+    env.sql("INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 5)")
+        .await;
+    wait_for(
+        &env,
+        "the scheduled conformance check to count 17",
+        PATIENCE_SECS,
+        || async {
+            get(port, "/metrics")
+                .await
+                .is_some_and(|(_, t)| sample(&t, "retentiond_overdue_records", &rule) == Some(17.0))
+        },
+    )
+    .await;
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs").await,
+        0,
+        "nothing ran"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs").await,
+        17,
+        "the check removes nothing"
+    );
+    signal(&d, "TERM");
+    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+}
+
+// Issue 19, item 4: with this host's clock an hour ahead of the database's (faketime),
+// the preflight and the daemon warn, `/metrics` exports the skew, and relative times
+// (`--as-of +7d`) count from the database clock, as cutoffs do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_host_clock_is_reported_and_does_not_move_cutoffs() {
+    let env = TestEnv::new("skew").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 3);",
+    )
+    .await;
+    let port = free_port();
+    let cfg = env.config_named(
+        "retention.toml",
+        &with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10")),
+    );
+    let skewed = |args: &[&str]| {
+        let out = Command::new("faketime")
+            .args(["-f", "+1h", env!("CARGO_BIN_EXE_retentiond"), "--config"])
+            .arg(&cfg)
+            .args(args)
+            .envs(env.env.iter().cloned())
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("RETENTIOND_LOG", "warn")
+            .output()
+            .expect("faketime (scripts/ensure-promtool installs it)");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = skewed(&["validate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("this host's clock is 36") && stderr.contains("s off the database's"),
+        "the preflight warns: {stderr}"
+    );
+    // The cutoff of a dry-run as of +7d is the same with and without the skew.
+    let cutoff = |json: &str| {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        chrono::DateTime::parse_from_rfc3339(v["rules"][0]["cutoff"].as_str().unwrap()).unwrap()
+    };
+    let (code, out, stderr) = skewed(&["plan", "--as-of", "+7d", "--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let with_skew = cutoff(&out);
+    let plain = env.run(&cfg, &["plan", "--as-of", "+7d", "--format", "json"]);
+    plain.expect_code(0);
+    let without = cutoff(&plain.stdout);
+    assert!(
+        (with_skew - without).num_seconds().abs() < 60,
+        "--as-of +7d counts from the database clock: {with_skew} vs {without}"
+    );
+    // The daemon exports the skew.
+    // libfaketime preloaded into the daemon itself (the `faketime` wrapper would take
+    // the SIGTERM meant for it).
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime (scripts/ensure-promtool installs it)");
+    let log = std::fs::File::create(cfg.with_extension("log")).unwrap();
+    let mut d = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--no-catch-up", "--grace-period", "10s"])
+        .envs(env.env.iter().cloned())
+        .env("LD_PRELOAD", &lib)
+        .env("FAKETIME", "+1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("RETENTIOND_LOG", "warn,retentiond=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    wait_for(&env, "the skew on /metrics", STARTUP_SECS, || async {
+        get(port, "/metrics").await.is_some_and(|(_, t)| {
+            sample(&t, "retentiond_clock_skew_seconds", &[("store", "app")])
+                .is_some_and(|s| (s - 3600.0).abs() < 60.0)
+        })
+    })
+    .await;
+    assert!(
+        std::fs::read_to_string(cfg.with_extension("log"))
+            .unwrap()
+            .contains("s off the database's"),
+        "the daemon warns\n{}",
+        logs(&env)
     );
     signal(&d, "TERM");
     assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);

@@ -253,6 +253,12 @@ async fn anonymise_strategies_a_column_cannot_hold_are_refused_before_any_write(
         0,
         "a refused preflight writes nothing, not even the audit schema"
     );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM usage WHERE ip = '10.1.2.3' AND ip_ok = '10.1.2.3' AND login = 'ann' AND n = 1")
+            .await,
+        5,
+        "no row changed"
+    );
     // The same table with strategies its columns can hold anonymises every due row.
     let cfg = rule("ip_ok = \"truncate_ip\", login = \"fixed:gone\", n = \"fixed:0\"");
     env.run(&cfg, &["sweep"]).expect_code(0);

@@ -106,10 +106,13 @@ async fn every_text_table_lines_up_with_long_names_and_six_digit_counts() {
         ),
     );
 
-    // plan
-    let text = env.run(&cfg, &["plan"]);
+    // plan (both as of one instant: cutoffs and next runs then match to the second)
+    let as_of = chrono::Utc::now().to_rfc3339();
+    let text = env.run(&cfg, &["plan", "--as-of", &as_of]);
     text.expect_code(0);
-    let json = env.run(&cfg, &["plan", "--format", "json"]).json();
+    let json = env
+        .run(&cfg, &["plan", "--as-of", &as_of, "--format", "json"])
+        .json();
     let rows: Vec<Vec<String>> = json["rules"]
         .as_array()
         .unwrap()
