@@ -179,7 +179,9 @@ async fn a_postgres_restart_mid_sweep_is_retried_and_the_next_run_completes() {
     let errors = serde_json::from_str::<serde_json::Value>(&stdout)
         .map(|r| r["rules"][0]["errors"].clone())
         .unwrap_or_default();
-    eprintln!("postgres restart: run ended {status} (rule {rule_status:?}), exit {code}, errors {errors}");
+    eprintln!(
+        "postgres restart: run ended {status} (rule {rule_status:?}), exit {code}, errors {errors}"
+    );
     if status != "succeeded" {
         assert!(rule_status.is_some(), "the failing rule is recorded");
     }
