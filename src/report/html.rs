@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::text::bytes;
+use super::table::count;
 use super::RunReport;
 
 fn esc(s: &str) -> String {
@@ -88,7 +88,7 @@ td.n,th.n{{text-align:right;font-variant-numeric:tabular-nums}}.badge{{padding:.
             o,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td><span class=\"badge {cls}\">{}</span></td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
             esc(&x.rule), esc(&x.category), esc(&x.place), esc(&x.status), ts(&x.cutoff),
-            x.matched, x.deleted, x.anonymised, x.held, x.failed, bytes(x.bytes)
+            count(x.matched), count(x.deleted), count(x.anonymised), count(x.held), count(x.failed), esc(&x.bytes_text())
         );
     }
     let _ = write!(o, "</tbody></table>");

@@ -118,6 +118,22 @@ impl RunReport {
     }
 }
 
+impl RuleReport {
+    /// `bytes` as the human-readable reports print it: `n/a` for a table rule without
+    /// linked objects (rows are not measured in bytes), else the bytes freed.
+    pub fn bytes_text(&self) -> String {
+        let measured = self.bytes > 0
+            || self.place.starts_with("s3://")
+            || self.details.contains_key("objects_deleted")
+            || self.details.contains_key("objects_store");
+        if measured {
+            text::bytes(self.bytes)
+        } else {
+            "n/a".into()
+        }
+    }
+}
+
 impl RunReport {
     /// The report without sample keys, as the trail keeps it with `[audit] samples = false`.
     pub fn without_samples(&self) -> RunReport {

@@ -72,7 +72,7 @@ pub fn render_text(r: &RunReport) -> String {
             count(x.anonymised),
             count(x.held),
             count(x.failed),
-            bytes(x.bytes),
+            x.bytes_text(),
         ]);
     }
     out.push_str(&table.render());
@@ -180,12 +180,12 @@ pub fn render_markdown(r: &RunReport) -> String {
             x.action,
             x.status,
             ts(&x.cutoff),
-            x.matched,
-            x.deleted,
-            x.anonymised,
-            x.held,
-            x.failed,
-            bytes(x.bytes)
+            count(x.matched),
+            count(x.deleted),
+            count(x.anonymised),
+            count(x.held),
+            count(x.failed),
+            x.bytes_text()
         );
     }
     let errors: Vec<_> = r
@@ -202,7 +202,12 @@ pub fn render_markdown(r: &RunReport) -> String {
     let (m, d, a, h, f, b) = r.totals();
     let _ = writeln!(
         out,
-        "\n**Total:** matched {m}, deleted {d}, anonymised {a}, held {h}, failed {f}, {} freed.",
+        "\n**Total:** matched {}, deleted {}, anonymised {}, held {}, failed {}, {} freed.",
+        count(m),
+        count(d),
+        count(a),
+        count(h),
+        count(f),
         bytes(b)
     );
     out

@@ -284,6 +284,19 @@ async fn every_text_table_lines_up_with_long_names_and_six_digit_counts() {
             ]
         })
         .collect();
+    // Markdown and HTML: the same counts with separators; a table rule's bytes are n/a.
+    let deleted = rows[0][3].clone();
+    assert!(deleted.contains(','), "{rows:?}");
+    for format in ["markdown", "html"] {
+        let out = env.run(&cfg, &["report", "show", "latest", "--format", format]);
+        out.expect_code(0);
+        assert!(
+            out.stdout.contains(&deleted) && out.stdout.contains("n/a"),
+            "{format}: expected `{deleted}` and `n/a` in:\n{}",
+            out.stdout
+        );
+    }
+    assert!(text.stdout.contains("n/a"), "{}", text.stdout);
     assert_lined_up(
         "report show",
         &text.stdout,
