@@ -91,15 +91,15 @@ impl Preflight {
 
     /// The failure to report: exit 1 when only unreachable stores stopped it (retry
     /// later), exit 2 when something in the config or the schema is wrong.
-    pub fn failure(&self) -> crate::cli::Fail {
+    pub fn failure(&self) -> crate::error::Error {
         let message = format!(
             "preflight failed for {} rule(s); nothing was changed",
             self.errors.len()
         );
         if self.errors.iter().all(|e| e.transient) {
-            crate::cli::Fail::runtime(message)
+            crate::error::Error::unavailable(message)
         } else {
-            crate::cli::Fail::usage(message)
+            crate::error::Error::usage(message)
         }
     }
 }

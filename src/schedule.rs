@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::cli::{connect_audit, connect_stores_lazy, CmdResult, Exit, Fail};
 use crate::config::{Config, Period, Rule};
+use crate::error::Error;
 use crate::preflight::{self, Preflight};
+use crate::startup::{connect_audit, connect_stores_lazy};
 use crate::sweep::{Engine, Mode, RunRequest};
 
 /// How often the daemon probes its stores (up, clock skew).
@@ -74,8 +75,8 @@ pub async fn shutdown_signal() {
 /// Loads the config and builds an engine. Every enabled rule must pass the preflight,
 /// except where a store is down: the daemon then starts (or reloads) without those
 /// rules' preparation, runs the others, and each of their runs checks the store again.
-pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loaded, Fail> {
-    let config = crate::cli::load_config(config_path)?;
+pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loaded, Error> {
+    let config = crate::startup::load_config(config_path)?;
     let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
     let audit = connect_audit(&config).await?;
     let stores = connect_stores_lazy(&config, &rules).await?;
@@ -388,11 +389,15 @@ impl Daemon {
 }
 
 /// `retentiond run`.
-pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool) -> CmdResult {
+pub async fn run_daemon(
+    config_path: &Path,
+    grace: Option<&str>,
+    catch_up: bool,
+) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     let loaded = load(config_path, shutdown.clone()).await?;
     let grace = match grace {
-        Some(g) => Period::parse(g).map_err(Fail::usage)?.as_std(),
+        Some(g) => Period::parse(g).map_err(Error::usage)?.as_std(),
         None => loaded.engine.config.daemon.grace_period,
     };
     loaded
@@ -400,17 +405,17 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
         .audit
         .migrate()
         .await
-        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+        .map_err(|e| Error::unavailable(format!("failed to apply audit migrations: {e}")))?;
     for run in loaded
         .engine
         .audit
         .recover_interrupted()
         .await
-        .map_err(|e| Fail::runtime(e.to_string()))?
+        .map_err(|e| Error::unavailable(e.to_string()))?
     {
         warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
     }
-    let metrics = crate::http::install_metrics().map_err(Fail::runtime)?;
+    let metrics = crate::http::install_metrics().map_err(Error::unavailable)?;
     let listen = loaded.engine.config.http.listen;
     let daemon = Arc::new(Daemon {
         loaded: RwLock::new(Arc::new(loaded)),
@@ -427,7 +432,7 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
     daemon.tracker.spawn(daemon.clone().check_conformance());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Fail::usage(format!("cannot listen on {listen}: {e}")))?;
+        .map_err(|e| Error::usage(format!("cannot listen on {listen}: {e}")))?;
     info!(%listen, "serving /healthz /readyz /metrics");
     let http = tokio::spawn(crate::http::serve(
         listener,
@@ -438,12 +443,15 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
 
     let sched = JobScheduler::new()
         .await
-        .map_err(|e| Fail::runtime(format!("scheduler: {e}")))?;
-    let mut jobs = daemon.schedule_all(&sched).await.map_err(Fail::runtime)?;
+        .map_err(|e| Error::unavailable(format!("scheduler: {e}")))?;
+    let mut jobs = daemon
+        .schedule_all(&sched)
+        .await
+        .map_err(Error::unavailable)?;
     sched
         .start()
         .await
-        .map_err(|e| Fail::runtime(format!("scheduler: {e}")))?;
+        .map_err(|e| Error::unavailable(format!("scheduler: {e}")))?;
     // Ready: migrations applied, preflight passed, scheduler running.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!("retentiond is running");
@@ -453,7 +461,7 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
 
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| Fail::runtime(e.to_string()))?;
+        .map_err(|e| Error::unavailable(e.to_string()))?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -485,7 +493,7 @@ pub async fn run_daemon(config_path: &Path, grace: Option<&str>, catch_up: bool)
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     info!("stopped");
-    Ok(Exit::Ok)
+    Ok(())
 }
 
 #[cfg(test)]

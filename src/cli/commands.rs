@@ -6,13 +6,14 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::args::*;
-use super::{actor, connect_audit, connect_stores, load_config, parse_time, CmdResult, Exit, Fail};
+use super::{actor, parse_time, CmdResult, Exit, Fail};
 use crate::audit::holds::HoldTarget;
 use crate::audit::{chain, RunFilter};
 use crate::config::{Config, Rule};
 use crate::preflight::{self, Preflight};
 use crate::report::table::{count, Align, TextTable};
 use crate::report::{render_html, render_markdown, render_text, RunReport};
+use crate::startup::{connect_audit, connect_stores, load_config};
 use crate::sweep::{Engine, Mode, RunRequest};
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -82,7 +83,7 @@ pub(crate) async fn prepare(
     let pf = preflight::check(&config, &stores, &selected).await;
     print_findings(&pf);
     if !pf.ok() {
-        return Err(pf.failure());
+        return Err(pf.failure().into());
     }
     audit
         .migrate()
@@ -183,7 +184,7 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
     if pf.ok() {
         Ok(Exit::Ok)
     } else {
-        Err(pf.failure())
+        Err(pf.failure().into())
     }
 }
 
@@ -300,7 +301,7 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
     if pf.ok() {
         Ok(Exit::Ok)
     } else {
-        Err(pf.failure())
+        Err(pf.failure().into())
     }
 }
 
@@ -451,7 +452,7 @@ pub async fn conformance(config_path: &Path, a: ConformanceArgs) -> CmdResult {
     let pf = preflight::check(&config, &stores, &rules).await;
     print_findings(&pf);
     if !pf.ok() {
-        return Err(pf.failure());
+        return Err(pf.failure().into());
     }
     let engine = Engine {
         config: config.clone(),
@@ -746,7 +747,8 @@ pub async fn migrate(config_path: &Path) -> CmdResult {
 }
 
 pub async fn run_daemon(config_path: &Path, a: RunArgs) -> CmdResult {
-    crate::schedule::run_daemon(config_path, a.grace_period.as_deref(), !a.no_catch_up).await
+    crate::schedule::run_daemon(config_path, a.grace_period.as_deref(), !a.no_catch_up).await?;
+    Ok(Exit::Ok)
 }
 
 /// Prints a run's report. Sample keys may be personal data, and stdout often ends up

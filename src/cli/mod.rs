@@ -3,17 +3,12 @@
 pub mod args;
 mod commands;
 
-use std::path::Path;
-use std::sync::Arc;
-
 use chrono::{DateTime, NaiveDate, Utc};
 
 pub use args::Cli;
 use args::Command;
 
-use crate::audit::Audit;
-use crate::config::{Config, Period, StoreConfig};
-use crate::store::{postgres, Stores};
+use crate::config::Period;
 
 /// Exit codes (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +52,19 @@ impl Fail {
     }
 }
 
+/// The one mapping from a library error's kind to an exit code.
+impl From<crate::error::Error> for Fail {
+    fn from(e: crate::error::Error) -> Self {
+        Self {
+            code: match e.kind {
+                crate::error::ErrorKind::Usage => Exit::Usage,
+                crate::error::ErrorKind::Unavailable => Exit::Failures,
+            },
+            message: e.message,
+        }
+    }
+}
+
 impl From<anyhow::Error> for Fail {
     fn from(e: anyhow::Error) -> Self {
         Self::runtime(format!("{e:#}"))
@@ -81,87 +89,6 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
         Command::Erase(a) => commands::erase(&config_path, a).await,
         Command::Policy(a) => commands::policy(&config_path, a),
         Command::Migrate => commands::migrate(&config_path).await,
-    }
-}
-
-/// Loads the config; a mistake is exit 2 before any store is touched.
-pub fn load_config(path: &Path) -> Result<Arc<Config>, Fail> {
-    Config::load(path).map(Arc::new).map_err(Fail::usage)
-}
-
-/// Connects to the audit store.
-pub async fn connect_audit(config: &Config) -> Result<Audit, Fail> {
-    let name = &config.audit.store;
-    let Some(StoreConfig::Postgres(pg)) = config.stores.get(name) else {
-        return Err(Fail::usage(format!(
-            "audit store `{name}` is not a postgres store"
-        )));
-    };
-    let url = postgres::store_url(name, pg).map_err(Fail::usage)?;
-    let opts = postgres::connect_options(name, &url).map_err(Fail::usage)?;
-    Audit::connect(opts)
-        .await
-        .map_err(|e| store_fail(crate::store::StoreError::connect(name, &e)))
-}
-
-/// Connects the stores `rules` need (and the report store).
-pub async fn connect_stores(
-    config: &Config,
-    rules: &[&crate::config::Rule],
-) -> Result<Stores, Fail> {
-    open_stores(config, rules, false).await
-}
-
-/// [`connect_stores`] for the daemon: Postgres pools connect on first use, so a store
-/// that is down stops only its own rules.
-pub async fn connect_stores_lazy(
-    config: &Config,
-    rules: &[&crate::config::Rule],
-) -> Result<Stores, Fail> {
-    open_stores(config, rules, true).await
-}
-
-async fn open_stores(
-    config: &Config,
-    rules: &[&crate::config::Rule],
-    lazy: bool,
-) -> Result<Stores, Fail> {
-    let mut names: Vec<String> = rules.iter().map(|r| r.store.clone()).collect();
-    for r in rules {
-        if let crate::config::Target::Table(t) = &r.target {
-            if let Some(o) = &t.objects {
-                names.push(o.store.clone());
-            }
-        }
-    }
-    // Before an object is deleted, every table that can reference it is asked: the
-    // stores of all table rules whose `objects` use an object store involved here.
-    for r in &config.rules {
-        if let crate::config::Target::Table(t) = &r.target {
-            if t.objects.as_ref().is_some_and(|o| names.contains(&o.store)) {
-                names.push(r.store.clone());
-            }
-        }
-    }
-    if let Some(rs) = &config.audit.report_store {
-        names.push(rs.clone());
-    }
-    names.sort();
-    names.dedup();
-    let stores = if lazy {
-        Stores::connect_lazy(config, Some(&names)).await
-    } else {
-        Stores::connect(config, Some(&names)).await
-    };
-    stores.map_err(store_fail)
-}
-
-/// A store that cannot be reached is an outage (exit 1: a supervisor should retry); a
-/// store whose settings are unusable is a configuration mistake (exit 2).
-pub fn store_fail(e: crate::store::StoreError) -> Fail {
-    match e {
-        crate::store::StoreError::Config { .. } => Fail::usage(e),
-        crate::store::StoreError::Connect { .. } => Fail::runtime(e),
     }
 }
 

@@ -10,6 +10,7 @@ mod filter;
 mod ident;
 mod period;
 mod raw;
+mod strategy;
 mod zone;
 
 use std::collections::BTreeMap;
@@ -23,9 +24,9 @@ pub use error::{line_col, ConfigError, FieldPath, Locator};
 pub use filter::check_filter;
 pub use ident::{Ident, IdentError, TableName};
 pub use period::{Period, PeriodError};
+pub use strategy::Strategy;
 pub use zone::{naive_cutoff, parse_zone};
 
-use crate::anonymise::Strategy;
 use raw::*;
 
 /// Default batch size when `[daemon] batch_size` is not set.

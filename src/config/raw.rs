@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::period::Period;
-use crate::anonymise::Strategy;
+use super::Strategy;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,6 +8,7 @@ mod deploy;
 mod evidence;
 mod faults;
 mod killed_runs;
+mod layering;
 mod partitions;
 mod pg_restart;
 mod postgres;
