@@ -40,6 +40,9 @@ pub async fn check(
 ) -> Vec<RuleConformance> {
     let mut out = Vec::new();
     for rule in engine.config.rules.iter().filter(|r| r.enabled) {
+        if engine.shutdown.is_cancelled() {
+            break;
+        }
         out.push(check_rule(engine, rule, pf, tolerance).await);
     }
     out

@@ -104,6 +104,16 @@ pub fn init_rule(config: &Config, rule: &Rule, last_success: Option<DateTime<Utc
     counter!("retentiond_conformance_failures_total", "rule" => rule.name.clone()).increment(0);
 }
 
+/// Marks a rule of a replaced config as gone: its info and never-succeeded series 0.
+pub fn retire_rule(config: &Config, rule: &Rule) {
+    let schedule = config.schedule_of(rule);
+    gauge!("retentiond_rule_info",
+        "rule" => rule.name.clone(), "category" => rule.category.clone(), "store" => rule.store.clone(),
+        "action" => rule.action.as_str(), "schedule" => schedule.expr.clone())
+    .set(0.0);
+    gauge!("retentiond_rule_never_succeeded", "rule" => rule.name.clone()).set(0.0);
+}
+
 /// Sets when `rule` runs next.
 pub fn next_run(config: &Config, rule: &Rule) {
     if let Some(next) = config.schedule_of(rule).next_after(&Utc::now()) {

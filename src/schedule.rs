@@ -47,6 +47,9 @@ pub struct Daemon {
     pub tracker: TaskTracker,
     /// Rules running in this process (a tick that finds its rule busy is skipped).
     pub busy: Mutex<HashMap<String, ()>>,
+    /// Held by the conformance pass in progress: a tick that finds it taken is skipped,
+    /// so slow passes never pile up.
+    pub conformance: Mutex<()>,
     /// Rules that may run at once: each running rule holds up to three audit
     /// connections (its rule lock, its run's liveness lock, its holds lock), so rules
     /// that fire together wait here instead of exhausting the audit pool.
@@ -271,6 +274,10 @@ impl Daemon {
         if self.shutdown.is_cancelled() {
             return;
         }
+        let Ok(_pass) = self.conformance.try_lock() else {
+            debug!("the previous conformance pass is still going; tick skipped");
+            return;
+        };
         let loaded = self.loaded.read().await.clone();
         let engine = &loaded.engine;
         let rules: Vec<&Rule> = engine.config.rules.iter().filter(|r| r.enabled).collect();
@@ -287,10 +294,17 @@ impl Daemon {
     /// The series every alert needs, from the first scrape (at start and after each
     /// reload): build and config info, and per enabled rule its info, last success
     /// (from the trail), next run and counters at 0.
-    async fn init_series(&self, replaced: Option<&str>) {
+    async fn init_series(&self, replaced: Option<&Config>) {
         let loaded = self.loaded.read().await.clone();
         let engine = &loaded.engine;
-        crate::metrics::init_process(&engine.config.sha256, replaced);
+        crate::metrics::init_process(&engine.config.sha256, replaced.map(|c| c.sha256.as_str()));
+        if let Some(old) = replaced {
+            // The old config's rule series read 0 (then the new ones 1): no rule is
+            // described twice, and a removed rule no longer looks enabled.
+            for rule in old.rules.iter().filter(|r| r.enabled) {
+                crate::metrics::retire_rule(old, rule);
+            }
+        }
         for rule in engine.config.rules.iter().filter(|r| r.enabled) {
             let last = match engine.audit.last_success(&rule.name).await {
                 Ok(t) => t,
@@ -367,7 +381,7 @@ impl Daemon {
         info!(config = %self.config_path.display(), "reloading the config");
         match load(&self.config_path, self.shutdown.clone()).await {
             Ok(new) => {
-                let replaced = self.loaded.read().await.engine.config.sha256.clone();
+                let replaced = self.loaded.read().await.engine.config.clone();
                 *self.loaded.write().await = Arc::new(new);
                 *self.reload_error.write().await = None;
                 self.init_series(Some(&replaced)).await;
@@ -423,6 +437,7 @@ pub async fn run_daemon(
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         busy: Mutex::new(HashMap::new()),
+        conformance: Mutex::new(()),
         running: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RULES)),
         config_path: config_path.to_owned(),
     });

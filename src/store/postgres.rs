@@ -262,10 +262,14 @@ impl PgStore {
     /// A session held across asynchronously committed batches, to tell afterwards
     /// whether the server lost them: a restart, or a crash of any backend (after which
     /// the postmaster resets shared memory, WAL buffers included), ends every session.
+    ///
+    /// Its own connection, outside the pool: held for a whole page walk, it must not take
+    /// a connection the batches, the holds or the probes need.
     pub async fn witness(&self) -> Result<Witness, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+        let options = self.pool.connect_options();
+        let mut conn = sqlx::Connection::connect_with(&*options).await?;
         let started = sqlx::query_scalar("SELECT pg_postmaster_start_time()")
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await?;
         Ok(Witness { conn, started })
     }
@@ -365,7 +369,7 @@ impl TableInfo {
 /// A session that saw the server before a run of asynchronous commits: see
 /// [`PgStore::witness`].
 pub struct Witness {
-    conn: sqlx::pool::PoolConnection<Postgres>,
+    conn: sqlx::PgConnection,
     started: DateTime<Utc>,
 }
 
@@ -375,20 +379,22 @@ impl Witness {
     /// `Ok(false)` or an error: they may have been lost.
     pub async fn confirm(mut self) -> Result<bool, sqlx::Error> {
         let started = flush_on(&mut self.conn).await?;
+        let _ = sqlx::Connection::close(self.conn).await;
         Ok(started == self.started)
     }
 }
 
-/// One synchronous commit of a transaction that has an id (the `SELECT` list makes
-/// `pg_current_xact_id()` run: it assigns the id), returning the server's start time.
+/// One synchronous commit that flushes the WAL, returning the server's start time.
+/// PostgreSQL waits for the flush at commit only when the transaction itself wrote WAL
+/// (an id alone writes none): a transactional logical message is the smallest such
+/// write, needs no table and no privilege, and works at every `wal_level`.
 async fn flush_on(conn: &mut sqlx::PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
     let mut tx = sqlx::Connection::begin(conn).await?;
-    let (_, xid, started): (String, Option<String>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT set_config('synchronous_commit', 'on', true), pg_current_xact_id()::text, pg_postmaster_start_time()",
+    let (_, _, started): (String, String, DateTime<Utc>) = sqlx::query_as(
+        "SELECT set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'retentiond', '')::text, pg_postmaster_start_time()",
     )
     .fetch_one(&mut *tx)
     .await?;
-    debug_assert!(xid.is_some(), "the flush transaction has an id");
     tx.commit().await?;
     Ok(started)
 }

@@ -755,10 +755,10 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
     )
     .await;
     let port = free_port();
-    // The rule runs daily at 03:00 and is not caught up: nothing runs during the test.
+    // The rule runs at 03:00 on 1 January and is not caught up: nothing runs here.
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10")).replace(
+        &with_schedule(config(&env, port, "0 0 3 1 1 *", "batch_size = 10")).replace(
             "[daemon]\n",
             "[daemon]\nconformance_schedule = \"*/2 * * * * *\"\n",
         ),
@@ -814,7 +814,7 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
                 ("category", "logs"),
                 ("store", "app"),
                 ("action", "delete"),
-                ("schedule", "0 0 3 * * *")
+                ("schedule", "0 0 3 1 1 *")
             ]
         ),
         Some(1.0),
@@ -843,7 +843,16 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
         Some(1.0),
         "{text}"
     );
-    assert!(text.contains("retentiond_config_info{sha256=\""), "{text}");
+    // This daemon's scrape, not another test's on a reused port: the config's hash.
+    let sha = env.run(&cfg, &["validate", "--format", "json"]).json()["config_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sample(&text, "retentiond_config_info", &[("sha256", &sha)]),
+        Some(1.0),
+        "{text}"
+    );
     assert_promtool_clean("a daemon's first scrape", &text);
     // The store probe and the conformance check at start follow within seconds.
     wait_for(

@@ -310,3 +310,41 @@ async fn batches_a_postgres_crash_undid_are_not_counted() {
         .unwrap();
     assert_eq!(recorded as u64, deleted);
 }
+
+/// The flush that confirms asynchronously committed batches really flushes the WAL past
+/// them: PostgreSQL waits for the WAL at commit only when the committing transaction
+/// wrote WAL itself. The WAL writer is slowed down, so nothing else flushes meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flush_makes_asynchronous_commits_durable() {
+    let server = PrivateServer::start_with("-c fsync=off -c wal_writer_delay=10000");
+    let mut db = PgConnection::connect(&server.url()).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE t (x int)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let opts = retentiond::store::postgres::connect_options("app", &server.url()).unwrap();
+    let pg = retentiond::store::PgStore::connect("app", opts, 2)
+        .await
+        .unwrap();
+    for round in 0..20 {
+        sqlx::raw_sql("SET synchronous_commit = off; INSERT INTO t VALUES (1)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let commit: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        pg.flush_wal().await.unwrap();
+        let durable: bool =
+            sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= CAST($1 AS pg_lsn)")
+                .bind(&commit)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        assert!(
+            durable,
+            "round {round}: the WAL up to {commit} was not flushed"
+        );
+    }
+}
