@@ -24,7 +24,7 @@ const RULE_LOCK_CLASS: i32 = 0x5254_4e32; // "RTN2"
 #[derive(Clone, Debug)]
 pub struct Audit {
     /// Pool (search_path = retentiond).
-    pub pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 /// How a run was started.

@@ -146,12 +146,7 @@ pub async fn sweep(config_path: &Path, a: SweepArgs) -> CmdResult {
     };
     let outcome = engine.run(&req, &pf).await?;
     print_run(&engine, &outcome.report, a.format, a.show_samples);
-    Ok(match outcome.exit_code() {
-        3 => Exit::Refused,
-        1 => Exit::Failures,
-        // Succeeded, or interrupted by a signal after some rule did its work.
-        _ => Exit::Ok,
-    })
+    Ok(Exit::from(outcome.verdict()))
 }
 
 pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
@@ -715,11 +710,8 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
         )
         .await?;
     print_run(&engine, &outcome.report, a.format, a.show_samples);
-    Ok(if outcome.exit_code() == 1 {
-        Exit::Failures
-    } else {
-        Exit::Ok
-    })
+    // An erasure has no max_delete guard: never refused.
+    Ok(Exit::from(outcome.verdict()))
 }
 
 pub fn policy(config_path: &Path, a: PolicyArgs) -> CmdResult {

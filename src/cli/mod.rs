@@ -52,6 +52,17 @@ impl Fail {
     }
 }
 
+/// SPEC §5: 0 done, 1 failures, 3 refused.
+impl From<crate::sweep::Verdict> for Exit {
+    fn from(v: crate::sweep::Verdict) -> Self {
+        match v {
+            crate::sweep::Verdict::Done => Exit::Ok,
+            crate::sweep::Verdict::Failures => Exit::Failures,
+            crate::sweep::Verdict::Refused => Exit::Refused,
+        }
+    }
+}
+
 /// The one mapping from a library error's kind to an exit code.
 impl From<crate::error::Error> for Fail {
     fn from(e: crate::error::Error) -> Self {

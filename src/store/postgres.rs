@@ -24,7 +24,7 @@ pub struct PgStore {
     /// Store name from the config.
     pub name: String,
     /// The pool.
-    pub pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 /// Reads the URL of a Postgres store from its env var or file. Never logged.

@@ -31,7 +31,7 @@ pub struct S3Store {
     /// Bucket.
     pub bucket: String,
     /// Client.
-    pub client: Client,
+    pub(crate) client: Client,
     /// DeleteObjects requests in flight.
     pub max_in_flight: usize,
 }

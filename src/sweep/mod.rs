@@ -88,22 +88,32 @@ pub struct RunOutcome {
     pub report: RunReport,
 }
 
+/// What a finished run amounts to, for whoever turns it into an exit code (`cli`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Succeeded, or interrupted by a signal after some rule did its work.
+    Done,
+    /// Failed or partial, or no selected rule did its work (every rule skipped because
+    /// another process ran it, or interrupted).
+    Failures,
+    /// A safety guard refused it (`max_delete`).
+    Refused,
+}
+
 impl RunOutcome {
-    /// Exit code per SPEC §5: 3 refused, 1 failures, 0 otherwise. A run in which no
-    /// selected rule did its work (every rule skipped because another process ran it,
-    /// or interrupted) is not a success either: 1.
-    pub fn exit_code(&self) -> u8 {
+    /// The run's [`Verdict`].
+    pub fn verdict(&self) -> Verdict {
         let idle = self
             .report
             .rules
             .iter()
             .all(|r| matches!(r.status.as_str(), "skipped" | "interrupted"));
         match self.report.status.as_str() {
-            "refused" => 3,
-            "failed" | "partial" => 1,
-            "interrupted" if idle => 1,
-            _ if idle && !self.report.rules.is_empty() => 1,
-            _ => 0,
+            "refused" => Verdict::Refused,
+            "failed" | "partial" => Verdict::Failures,
+            "interrupted" if idle => Verdict::Failures,
+            _ if idle && !self.report.rules.is_empty() => Verdict::Failures,
+            _ => Verdict::Done,
         }
     }
 }
