@@ -140,3 +140,45 @@ fn dockerfile_is_multi_stage_and_non_root() {
         .expect("USER");
     assert!(!user.contains("root") || user.contains("nonroot"), "{user}");
 }
+
+/// `deploy/prometheus/alerts.yaml` loads (`promtool check rules`), every alert fires and
+/// stays quiet where its unit tests say (`promtool test rules`), and every retentiond
+/// metric it names is one the daemon exports.
+#[test]
+fn the_alert_rules_pass_promtool_and_name_exported_metrics() {
+    let dir = root().join("prometheus");
+    for args in [
+        &["check", "rules", "alerts.yaml"][..],
+        &["test", "rules", "alerts_test.yaml"][..],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (scripts/ensure-promtool installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let alerts = std::fs::read_to_string(dir.join("alerts.yaml")).unwrap();
+    let exported = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"),
+    )
+    .unwrap();
+    let mut named = 0;
+    for (i, _) in alerts.match_indices("retentiond_") {
+        let name: String = alerts[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        named += 1;
+        assert!(
+            exported.contains(&format!("\"{name}\"")),
+            "alerts.yaml names {name}, which src/metrics.rs does not export"
+        );
+    }
+    assert!(named >= 7, "the alerts use the daemon's metrics");
+}
