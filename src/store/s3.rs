@@ -36,6 +36,10 @@ pub struct S3Store {
     pub max_in_flight: usize,
 }
 
+/// How far this host's clock may be ahead of the object store's when a refused delete is
+/// put down to Object Lock retention (see [`S3Store::is_locked`]).
+pub const LOCK_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// What the preflight learns about a bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BucketInfo {
@@ -522,7 +526,10 @@ impl S3Store {
         result
     }
 
-    /// Whether a version is under a legal hold or an unexpired retention period.
+    /// Whether Object Lock explains a refused delete of this version: a legal hold, or a
+    /// retention period that has not ended. The server judged the date by its own clock;
+    /// this host's may be off, so a date up to [`LOCK_CLOCK_SLACK`] in the past still
+    /// counts (the version is reported `held`, not `failed`, and stays either way).
     pub async fn is_locked(&self, o: &ObjectRef) -> bool {
         let head = self
             .client
@@ -538,7 +545,7 @@ impl S3Store {
                     h.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On);
                 let retained = h
                     .object_lock_retain_until_date()
-                    .is_some_and(|until| to_chrono(until) > Utc::now());
+                    .is_some_and(|until| to_chrono(until) > Utc::now() - LOCK_CLOCK_SLACK);
                 legal_hold || retained
             }
             Err(_) => false,

@@ -164,10 +164,9 @@ fn the_alert_rules_pass_promtool_and_name_exported_metrics() {
         );
     }
     let alerts = std::fs::read_to_string(dir.join("alerts.yaml")).unwrap();
-    let exported = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"),
-    )
-    .unwrap();
+    let exported =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"))
+            .unwrap();
     let mut named = 0;
     for (i, _) in alerts.match_indices("retentiond_") {
         let name: String = alerts[i..]
