@@ -1,5 +1,6 @@
 //! Conformance: for every rule, what is still kept past its cutoff (held records apart).
 
+use crate::report::Status;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -78,7 +79,7 @@ pub async fn check_rule(
         .and_then(|v| v.as_str())
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc));
-    let failed = r.status == "failed";
+    let failed = r.status == Status::Failed;
     let overdue = if failed { 0 } else { r.matched };
     let oldest = if overdue > 0 { oldest } else { None };
     // How long past its cutoff the oldest overdue record is (not its age).
@@ -101,7 +102,7 @@ pub async fn check_rule(
         oldest_overdue: oldest,
         oldest_overdue_age: age.map(|s| human_age(s as u64)),
         oldest_overdue_age_seconds: age,
-        error: (r.status == "failed").then(|| r.errors.join("; ")),
+        error: (r.status == Status::Failed).then(|| r.errors.join("; ")),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics, through the `metrics` facade (the exporter is installed by the daemon).
 
+use crate::report::Status;
 use chrono::{DateTime, Utc};
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
@@ -152,12 +153,12 @@ pub fn record_run(report: &RunReport) {
         None => 0.0,
     };
     histogram!("retentiond_run_duration_seconds", "mode" => report.mode.clone()).record(duration);
-    counter!("retentiond_runs_total", "mode" => report.mode.clone(), "status" => report.status.clone()).increment(1);
+    counter!("retentiond_runs_total", "mode" => report.mode.clone(), "status" => report.status.as_str()).increment(1);
     for r in &report.rules {
-        if r.status == "failed" || r.status == "partial" {
+        if r.status == Status::Failed || r.status == Status::Partial {
             counter!("retentiond_rule_failures_total", "rule" => r.rule.clone()).increment(1);
         }
-        if report.mode == "enforce" && r.status == "succeeded" {
+        if report.mode == "enforce" && r.status == Status::Succeeded {
             if let Some(f) = report.finished_at {
                 gauge!("retentiond_rule_last_success_timestamp_seconds", "rule" => r.rule.clone(), "category" => r.category.clone())
                     .set(f.timestamp() as f64);

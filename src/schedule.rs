@@ -1,6 +1,7 @@
 //! The daemon: one cron job per rule, replica-safe, with catch-up, graceful shutdown and
 //! config reload on SIGHUP.
 
+use crate::report::Status;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,7 +196,7 @@ impl Daemon {
             }
             match engine.run(&req, &pf).await {
                 Ok(outcome) => {
-                    if outcome.report.status != "succeeded" {
+                    if outcome.report.status != Status::Succeeded {
                         warn!(rule, status = %outcome.report.status, run_id = %outcome.report.run_id, "run did not succeed");
                     }
                 }

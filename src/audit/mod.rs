@@ -7,6 +7,7 @@
 pub mod chain;
 pub mod holds;
 
+use crate::report::Status;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -329,7 +330,7 @@ impl Audit {
             let Ok(mut r) = serde_json::from_value::<RuleReport>(report) else {
                 continue;
             };
-            r.status = "interrupted".into();
+            r.status = Status::Interrupted;
             r.details.insert("lower_bound".into(), true.into());
             r.details
                 .insert("progress_recorded_at".into(), at.to_rfc3339().into());
@@ -363,7 +364,7 @@ impl Audit {
         .bind(&r.store)
         .bind(&r.place)
         .bind(&r.action)
-        .bind(&r.status)
+        .bind(r.status.as_str())
         .bind(r.cutoff)
         .bind(r.matched as i64)
         .bind(r.deleted as i64)
@@ -588,7 +589,7 @@ pub async fn report_from_row(
         run_id: run_id.to_string(),
         trigger: row.try_get("trigger")?,
         mode: row.try_get("mode")?,
-        status: row.try_get("status")?,
+        status: status_of(row)?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         config_sha256: row.try_get("config_sha256")?,
@@ -642,7 +643,7 @@ fn rule_from_row(r: &sqlx::postgres::PgRow) -> Result<RuleReport, sqlx::Error> {
         store: r.try_get("store")?,
         place: r.try_get("place")?,
         action: r.try_get("action")?,
-        status: r.try_get("status")?,
+        status: status_of(r)?,
         cutoff: r.try_get("cutoff")?,
         matched: get_u("matched")?,
         deleted: get_u("deleted")?,
@@ -683,4 +684,11 @@ pub fn rule_lock_key(name: &str) -> i32 {
 /// This host's name.
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// The `status` column of a run or rule row.
+fn status_of(row: &sqlx::postgres::PgRow) -> Result<Status, sqlx::Error> {
+    row.try_get::<String, _>("status")?
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))
 }

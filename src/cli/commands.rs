@@ -1,5 +1,6 @@
 //! One function per command.
 
+use crate::report::Status;
 use std::path::Path;
 
 use chrono::Utc;
@@ -276,7 +277,7 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
             }
             print!("{}", table.render());
             for r in &rows {
-                if r.status == "failed" {
+                if r.status == Status::Failed {
                     let why = r.errors.first().map(String::as_str).unwrap_or("");
                     println!("  {}: error: {why}", r.rule);
                 }
@@ -346,7 +347,7 @@ pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
                             utc(Some(r.started_at)),
                             r.trigger.clone(),
                             r.mode.clone(),
-                            r.status.clone(),
+                            r.status.to_string(),
                             count(d),
                             count(an),
                             count(h),
@@ -785,7 +786,7 @@ struct PlanRow {
     held: u64,
     kept_by_other_rules: serde_json::Value,
     bytes: u64,
-    status: String,
+    status: Status,
     errors: Vec<String>,
 }
 

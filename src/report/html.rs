@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::table::count;
-use super::RunReport;
+use super::{RunReport, Status};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -22,9 +22,9 @@ fn ts(t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
 /// records removed per rule over the last runs.
 pub fn render_html(r: &RunReport, history: &[RunReport]) -> String {
     let mut o = String::new();
-    let status_class = match r.status.as_str() {
-        "succeeded" => "ok",
-        "partial" | "interrupted" | "refused" => "warn",
+    let status_class = match r.status {
+        Status::Succeeded => "ok",
+        Status::Partial | Status::Interrupted | Status::Refused => "warn",
         _ => "bad",
     };
     let _ = write!(
@@ -46,7 +46,7 @@ td.n,th.n{{text-align:right;font-variant-numeric:tabular-nums}}.badge{{padding:.
     let _ = write!(
         o,
         "<p class=\"note\">{mode} Status: <span class=\"badge {status_class}\">{}</span></p>",
-        esc(&r.status)
+        esc(r.status.as_str())
     );
     let _ = write!(o, "<table><tbody>");
     for (k, v) in [
@@ -79,15 +79,15 @@ td.n,th.n{{text-align:right;font-variant-numeric:tabular-nums}}.badge{{padding:.
     let _ = write!(o, "<p class=\"muted\">A record is <em>due</em> when it is older than the cutoff. Held records are protected by a legal hold and were not touched.</p>");
     let _ = write!(o, "<table><thead><tr><th>Rule</th><th>Category</th><th>Where</th><th>Status</th><th>Cutoff</th><th class=n>Due</th><th class=n>Deleted</th><th class=n>Anonymised</th><th class=n>Held</th><th class=n>Failed</th><th class=n>Freed</th></tr></thead><tbody>");
     for x in &r.rules {
-        let cls = match x.status.as_str() {
-            "succeeded" => "ok",
-            "failed" => "bad",
+        let cls = match x.status {
+            Status::Succeeded => "ok",
+            Status::Failed => "bad",
             _ => "warn",
         };
         let _ = write!(
             o,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td><span class=\"badge {cls}\">{}</span></td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
-            esc(&x.rule), esc(&x.category), esc(&x.place), esc(&x.status), ts(&x.cutoff),
+            esc(&x.rule), esc(&x.category), esc(&x.place), esc(x.status.as_str()), ts(&x.cutoff),
             count(x.matched), count(x.deleted), count(x.anonymised), count(x.held), count(x.failed), esc(&x.bytes_text())
         );
     }

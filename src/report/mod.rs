@@ -13,6 +13,66 @@ pub use text::{render_markdown, render_text};
 /// Version of the JSON report schema (`docs/report.schema.json`).
 pub const REPORT_SCHEMA: &str = "retentiond.run-report/1";
 
+/// The status of a run or of one of its rules. It serializes to the strings the report
+/// JSON and the audit trail's canonical form have always used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A run not sealed yet.
+    Running,
+    /// Everything due was done.
+    Succeeded,
+    /// Some was done, some failed.
+    Partial,
+    /// Nothing could be done; also what a report nobody filled in says (never success).
+    #[default]
+    Failed,
+    /// A safety guard (`max_delete`) refused it.
+    Refused,
+    /// Another process was running the rule.
+    Skipped,
+    /// Stopped by a signal or a killed process.
+    Interrupted,
+}
+
+impl Status {
+    /// The status as the trail and the JSON spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+            Self::Skipped => "skipped",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "partial" => Self::Partial,
+            "failed" => Self::Failed,
+            "refused" => Self::Refused,
+            "skipped" => Self::Skipped,
+            "interrupted" => Self::Interrupted,
+            other => return Err(format!("unknown status `{other}`")),
+        })
+    }
+}
+
 /// One run, as stored in the audit trail and printed by `sweep --format json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunReport {
@@ -25,7 +85,7 @@ pub struct RunReport {
     /// `dry_run` or `enforce`.
     pub mode: String,
     /// `running`, `succeeded`, `partial`, `failed`, `interrupted` or `refused`.
-    pub status: String,
+    pub status: Status,
     /// Start (UTC).
     pub started_at: DateTime<Utc>,
     /// End (UTC).
@@ -67,8 +127,8 @@ pub struct RuleReport {
     pub place: String,
     /// `delete` or `anonymise`.
     pub action: String,
-    /// `succeeded`, `failed`, `refused`, `skipped` or `interrupted`.
-    pub status: String,
+    /// `succeeded`, `partial`, `failed`, `refused`, `skipped` or `interrupted`.
+    pub status: Status,
     /// Records older than this were due.
     pub cutoff: Option<DateTime<Utc>>,
     /// Due records that were not held (the records acted on, or that a dry-run would act on).
@@ -186,5 +246,40 @@ pub async fn copy_out(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn statuses_keep_the_strings_of_the_trail_and_the_json() {
+        for (status, text) in [
+            (Status::Running, "running"),
+            (Status::Succeeded, "succeeded"),
+            (Status::Partial, "partial"),
+            (Status::Failed, "failed"),
+            (Status::Refused, "refused"),
+            (Status::Skipped, "skipped"),
+            (Status::Interrupted, "interrupted"),
+        ] {
+            assert_eq!(status.as_str(), text);
+            assert_eq!(text.parse::<Status>(), Ok(status));
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{text}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<Status>(&format!("\"{text}\"")).unwrap(),
+                status
+            );
+        }
+        assert!("done".parse::<Status>().is_err());
+        assert_eq!(
+            Status::default(),
+            Status::Failed,
+            "an unfilled report never says success"
+        );
     }
 }

@@ -34,7 +34,12 @@ pub fn render_text(r: &RunReport) -> String {
     } else {
         ""
     };
-    let _ = writeln!(out, "run {} — {}{dry}", r.run_id, r.status.to_uppercase());
+    let _ = writeln!(
+        out,
+        "run {} — {}{dry}",
+        r.run_id,
+        r.status.as_str().to_uppercase()
+    );
     let _ = writeln!(
         out,
         "  trigger {} · actor {} · host {} · retentiond {}",
@@ -65,7 +70,7 @@ pub fn render_text(r: &RunReport) -> String {
     for x in &r.rules {
         table.row([
             x.rule.clone(),
-            x.status.clone(),
+            x.status.to_string(),
             ts(&x.cutoff),
             count(x.matched),
             count(x.deleted),

@@ -12,6 +12,7 @@ mod protect;
 pub use protect::{overlaps, Overlap};
 mod table;
 
+use crate::report::Status;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -107,11 +108,11 @@ impl RunOutcome {
             .report
             .rules
             .iter()
-            .all(|r| matches!(r.status.as_str(), "skipped" | "interrupted"));
-        match self.report.status.as_str() {
-            "refused" => Verdict::Refused,
-            "failed" | "partial" => Verdict::Failures,
-            "interrupted" if idle => Verdict::Failures,
+            .all(|r| matches!(r.status, Status::Skipped | Status::Interrupted));
+        match self.report.status {
+            Status::Refused => Verdict::Refused,
+            Status::Failed | Status::Partial => Verdict::Failures,
+            Status::Interrupted if idle => Verdict::Failures,
             _ if idle && !self.report.rules.is_empty() => Verdict::Failures,
             _ => Verdict::Done,
         }
@@ -294,7 +295,7 @@ impl Engine {
                     )
                     .instrument(info_span!("rule", rule = %rule.name))
                     .await;
-                interrupted |= report.status == "interrupted";
+                interrupted |= report.status == Status::Interrupted;
                 if let Err(e) = self
                     .audit
                     .record_rule(&handle, position, &report, self.config.audit.samples)
@@ -312,12 +313,12 @@ impl Engine {
         let status = if record_errors.is_empty() {
             run_status(&rules_out, interrupted)
         } else {
-            "failed"
+            Status::Failed
         };
         let error = (!record_errors.is_empty()).then(|| record_errors.join("; "));
         let stored = self
             .audit
-            .finish_run(handle, status, error.as_deref())
+            .finish_run(handle, status.as_str(), error.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("failed to record the run end: {e}"))?;
         span.in_scope(|| info!(status = %stored.status, "run finished"));
@@ -386,7 +387,7 @@ impl Engine {
                 store: rule.store.clone(),
                 place: rule.place(&self.config),
                 action: rule.action.as_str().into(),
-                status: "succeeded".into(),
+                status: Status::Succeeded,
                 ..Default::default()
             },
         };
@@ -394,13 +395,13 @@ impl Engine {
             match self.audit.try_lock_rule(&rule.name).await {
                 Ok(Some(lock)) => Some(lock),
                 Ok(None) => {
-                    rr.report.status = "skipped".into();
+                    rr.report.status = Status::Skipped;
                     rr.error("another retentiond process is running this rule now");
                     tracing::debug!("rule locked by another process; skipped");
                     return rr.report;
                 }
                 Err(e) => {
-                    rr.report.status = "failed".into();
+                    rr.report.status = Status::Failed;
                     rr.error(format!("cannot take the rule lock: {e}"));
                     return rr.report;
                 }
@@ -414,11 +415,11 @@ impl Engine {
                 objects::run_prefix(&mut rr, p, *b).await
             }
             (Err(why), _) => {
-                rr.report.status = "failed".into();
+                rr.report.status = Status::Failed;
                 rr.error(why);
             }
             _ => {
-                rr.report.status = "failed".into();
+                rr.report.status = Status::Failed;
                 rr.error("the rule's preparation does not match its target");
             }
         }
@@ -482,18 +483,18 @@ pub async fn count_covered(
 }
 
 /// The run's status from its rules' statuses.
-pub fn run_status(rules: &[RuleReport], interrupted: bool) -> &'static str {
-    let count = |s: &str| rules.iter().filter(|r| r.status == s).count();
+pub fn run_status(rules: &[RuleReport], interrupted: bool) -> Status {
+    let count = |s: Status| rules.iter().filter(|r| r.status == s).count();
     if interrupted {
-        "interrupted"
-    } else if count("refused") > 0 {
-        "refused"
-    } else if !rules.is_empty() && count("failed") == rules.len() {
-        "failed"
-    } else if count("failed") > 0 || count("partial") > 0 {
-        "partial"
+        Status::Interrupted
+    } else if count(Status::Refused) > 0 {
+        Status::Refused
+    } else if !rules.is_empty() && count(Status::Failed) == rules.len() {
+        Status::Failed
+    } else if count(Status::Failed) > 0 || count(Status::Partial) > 0 {
+        Status::Partial
     } else {
-        "succeeded"
+        Status::Succeeded
     }
 }
 
@@ -503,7 +504,7 @@ mod tests {
 
     fn r(status: &str) -> RuleReport {
         RuleReport {
-            status: status.into(),
+            status: status.parse().unwrap(),
             ..Default::default()
         }
     }
@@ -512,15 +513,18 @@ mod tests {
     fn statuses() {
         assert_eq!(
             run_status(&[r("succeeded"), r("skipped")], false),
-            "succeeded"
+            Status::Succeeded
         );
-        assert_eq!(run_status(&[r("succeeded"), r("failed")], false), "partial");
-        assert_eq!(run_status(&[r("failed")], false), "failed");
+        assert_eq!(
+            run_status(&[r("succeeded"), r("failed")], false),
+            Status::Partial
+        );
+        assert_eq!(run_status(&[r("failed")], false), Status::Failed);
         assert_eq!(
             run_status(&[r("refused"), r("succeeded")], false),
-            "refused"
+            Status::Refused
         );
-        assert_eq!(run_status(&[r("succeeded")], true), "interrupted");
-        assert_eq!(run_status(&[r("partial")], false), "partial");
+        assert_eq!(run_status(&[r("succeeded")], true), Status::Interrupted);
+        assert_eq!(run_status(&[r("partial")], false), Status::Partial);
     }
 }

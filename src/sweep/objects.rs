@@ -5,6 +5,7 @@
 //! Neither path deletes an object that a row of a table rule with `objects` in the same
 //! store still references (young rows, held subjects' rows, rows that cannot be deleted).
 
+use crate::report::Status;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -84,7 +85,7 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
                 .insert("max_delete".into(), guard.to_string().into());
             if guard.exceeded(totals.due, totals.seen) && !rr.allow_mass_delete {
                 rr.report.matched = totals.due;
-                rr.report.status = "refused".into();
+                rr.report.status = Status::Refused;
                 rr.error(format!(
                     "would delete {} of {} object versions, above max_delete {guard}; nothing was changed (use --allow-mass-delete to override)",
                     totals.due, totals.seen
@@ -106,11 +107,10 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
     if let Err(e) = walk(rr, &s3, p, bucket, cutoff, &refs, false, &mut done).await {
         rr.error(e);
         rr.report.status = if rr.report.deleted > 0 {
-            "partial"
+            Status::Partial
         } else {
-            "failed"
-        }
-        .into();
+            Status::Failed
+        };
     }
     rr.report.matched = rr.report.deleted + rr.report.held + rr.report.failed;
     if rr.report.samples.is_empty() {
@@ -119,8 +119,8 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
     if !rr.cancelled() {
         multipart(rr, &s3, p, now).await;
     }
-    if rr.report.failed > 0 && rr.report.status == "succeeded" {
-        rr.report.status = "partial".into();
+    if rr.report.failed > 0 && rr.report.status == Status::Succeeded {
+        rr.report.status = Status::Partial;
     }
 }
 
@@ -154,7 +154,7 @@ async fn walk(
     let mut marker: Option<(String, Option<String>)> = None;
     loop {
         if rr.cancelled() {
-            rr.report.status = "interrupted".into();
+            rr.report.status = Status::Interrupted;
             break;
         }
         let (items, more) = if bucket.versioned {
@@ -374,7 +374,7 @@ async fn multipart(rr: &mut RuleRun<'_>, s3: &S3Store, p: &PrefixTarget, now: Da
         Ok(u) => u,
         Err(e) => {
             rr.error(e);
-            rr.report.status = "partial".into();
+            rr.report.status = Status::Partial;
             return;
         }
     };
@@ -451,7 +451,7 @@ pub(crate) async fn run_linked(
     };
     while go_on {
         if rr.cancelled() {
-            rr.report.status = "interrupted".into();
+            rr.report.status = Status::Interrupted;
             go_on = false;
             break;
         }
@@ -470,11 +470,10 @@ pub(crate) async fn run_linked(
             Ok(d) => d,
             Err(e) => {
                 rr.report.status = if rr.report.deleted > 0 {
-                    "partial"
+                    Status::Partial
                 } else {
-                    "failed"
-                }
-                .into();
+                    Status::Failed
+                };
                 rr.error(format!("deleting rows failed: {}", error_ref(&e)));
                 go_on = false;
                 break;
@@ -491,8 +490,8 @@ pub(crate) async fn run_linked(
         }
     }
     drain.report(rr);
-    if rr.report.failed > 0 && rr.report.status == "succeeded" {
-        rr.report.status = "partial".into();
+    if rr.report.failed > 0 && rr.report.status == Status::Succeeded {
+        rr.report.status = Status::Partial;
     }
     go_on
 }
@@ -544,7 +543,7 @@ impl<'a> Drain<'a> {
             let rows = match with_retry(|| self.pg.fetch_all(&st)).await {
                 Ok(r) => r,
                 Err(e) => {
-                    rr.report.status = "partial".into();
+                    rr.report.status = Status::Partial;
                     rr.error(format!("cannot read the object queue: {}", db_message(&e)));
                     return false;
                 }
@@ -574,7 +573,7 @@ impl<'a> Drain<'a> {
             let entries = match with_retry(|| self.pg.fetch_all(&st)).await {
                 Ok(rows) => pending_rows(&rows),
                 Err(e) => {
-                    rr.report.status = "partial".into();
+                    rr.report.status = Status::Partial;
                     rr.error(format!("cannot read the object queue: {}", db_message(&e)));
                     return false;
                 }
@@ -584,7 +583,7 @@ impl<'a> Drain<'a> {
                 Ok(h) => h,
                 Err(e) => {
                     guard.leave().await;
-                    rr.report.status = "partial".into();
+                    rr.report.status = Status::Partial;
                     rr.error(format!("cannot read holds: {}", db_message(&e)));
                     return false;
                 }
@@ -620,7 +619,7 @@ impl<'a> Drain<'a> {
         let referenced = match self.refs.referenced(&keys).await {
             Ok(r) => r,
             Err(e) => {
-                rr.report.status = "partial".into();
+                rr.report.status = Status::Partial;
                 rr.error(format!(
                     "cannot check which objects rows still reference; none deleted: {e}"
                 ));
@@ -946,6 +945,6 @@ fn key_ref(rr: &RuleRun<'_>, key: &str) -> String {
 }
 
 fn fail(rr: &mut RuleRun<'_>, message: impl std::fmt::Display) {
-    rr.report.status = "failed".into();
+    rr.report.status = Status::Failed;
     rr.error(message);
 }

@@ -7,6 +7,7 @@
 //! kept by another rule on the table (its floor, its holds). That last check is made
 //! under the holds lock, right before the leaf is detached.
 
+use crate::report::Status;
 use sqlx::Row;
 
 use super::table::{BatchHolds, Scope};
@@ -413,8 +414,8 @@ async fn finish_left_over(
 
 /// A partition step failed: the rule did not do all its work.
 fn partial(rr: &mut RuleRun<'_>) {
-    if rr.report.status == "succeeded" {
-        rr.report.status = "partial".into();
+    if rr.report.status == Status::Succeeded {
+        rr.report.status = Status::Partial;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Table rules: count, guard, then batches of deletes or anonymising updates, each its
 //! own short transaction; linked objects go before their rows.
 
+use crate::report::Status;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -194,7 +195,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
                 .details
                 .insert("max_delete".into(), guard.to_string().into());
             if guard.exceeded(rr.report.matched, total) && !rr.allow_mass_delete {
-                rr.report.status = "refused".into();
+                rr.report.status = Status::Refused;
                 rr.error(format!(
                     "would {} {} of {} records, above max_delete {guard}; nothing was changed (use --allow-mass-delete to override)",
                     rr.rule.action.as_str(),
@@ -263,7 +264,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         // A walk that stopped early may leave page batches unconfirmed: confirm them
         // before the trail records them (no redo: the rule is stopping).
         let confirmed = run.confirm(rr, &pg, &scope, table, false).await;
-        if !go_on || confirmed.is_err() || rr.report.status != "succeeded" {
+        if !go_on || confirmed.is_err() || rr.report.status != Status::Succeeded {
             break;
         }
     }
@@ -287,8 +288,8 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         Action::Delete => rr.report.blocked += bad,
         Action::Anonymise => rr.report.failed += bad,
     }
-    if bad > 0 && rr.report.status == "succeeded" {
-        rr.report.status = "partial".into();
+    if bad > 0 && rr.report.status == Status::Succeeded {
+        rr.report.status = Status::Partial;
     }
 
     // What is still due now is held, kept by another rule, blocked, or was locked by the
@@ -378,11 +379,10 @@ impl Batches {
             Err(e) => {
                 self.guard.leave().await;
                 rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                    "partial"
+                    Status::Partial
                 } else {
-                    "failed"
-                }
-                .into();
+                    Status::Failed
+                };
                 rr.error(format!("cannot read holds: {}", db_message(&e)));
                 None
             }
@@ -440,7 +440,7 @@ impl Batches {
         self.restarts += 1;
         warn!(table = %table, from = u.from, to = u.to, "PostgreSQL may have lost the last batches (their session or the server restarted): recounting their pages");
         let not_counted = |rr: &mut RuleRun<'_>, what: String| {
-            rr.report.status = "partial".into();
+            rr.report.status = Status::Partial;
             rr.error(format!(
                 "{what}; {} row(s) of the last batches are not counted",
                 u.rows
@@ -502,7 +502,7 @@ impl Batches {
             return Ok(None);
         }
         if self.restarts > MAX_REDOS {
-            rr.report.status = "partial".into();
+            rr.report.status = Status::Partial;
             rr.error(format!(
                 "PostgreSQL lost batches {} times during the rule; {back} row(s) that came back stay for the next run",
                 self.restarts
@@ -612,7 +612,7 @@ async fn run_table(
     let mut next_page = 0u64;
     loop {
         if rr.cancelled() {
-            rr.report.status = "interrupted".into();
+            rr.report.status = Status::Interrupted;
             return false;
         }
         let batch = match walk {
@@ -651,11 +651,10 @@ async fn run_table(
         if let Batch::Pages { from, .. } = batch {
             if let Err(e) = run.before_page_batch(pg, from).await {
                 rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                    "partial"
+                    Status::Partial
                 } else {
-                    "failed"
-                }
-                .into();
+                    Status::Failed
+                };
                 rr.error(format!(
                     "cannot read the server's start time: {}",
                     db_message(&e)
@@ -678,11 +677,10 @@ async fn run_table(
             Ok(d) => d,
             Err(e) => {
                 rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                    "partial"
+                    Status::Partial
                 } else {
-                    "failed"
-                }
-                .into();
+                    Status::Failed
+                };
                 rr.error(format!("batch on {table} failed: {}", error_ref(&e)));
                 return false;
             }
@@ -955,7 +953,7 @@ fn lock_not_available(e: &sqlx::Error) -> bool {
 }
 
 fn fail(rr: &mut RuleRun<'_>, message: impl std::fmt::Display) {
-    rr.report.status = "failed".into();
+    rr.report.status = Status::Failed;
     rr.error(message);
 }
 
