@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::config::{Config, Period, Rule};
 use crate::error::Error;
 use crate::preflight::{self, Preflight};
-use crate::startup::{connect_audit, connect_stores_lazy};
+use crate::startup::{self, Connect};
 use crate::sweep::{Engine, Mode, RunRequest};
 
 /// How often the daemon probes its stores (up, clock skew).
@@ -82,9 +82,8 @@ pub async fn shutdown_signal() {
 pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loaded, Error> {
     let config = crate::startup::load_config(config_path)?;
     let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
-    let audit = connect_audit(&config).await?;
-    let stores = connect_stores_lazy(&config, &rules).await?;
-    let pf = preflight::check(&config, &stores, &rules).await;
+    let engine = startup::engine(config.clone(), &rules, Connect::Lazy, shutdown).await?;
+    let pf = preflight::check(&config, &engine.stores, &rules).await;
     for w in &pf.warnings {
         warn!(rule = %w.rule, "{}", w.message);
     }
@@ -101,12 +100,7 @@ pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loa
         );
     }
     Ok(Loaded {
-        engine: Engine {
-            config,
-            stores,
-            audit,
-            shutdown,
-        },
+        engine,
         preflight: pf,
     })
 }

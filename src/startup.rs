@@ -8,6 +8,36 @@ use crate::audit::Audit;
 use crate::config::{Config, StoreConfig};
 use crate::error::Error;
 use crate::store::{postgres, Stores};
+use crate::sweep::Engine;
+
+/// How the rule stores connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// At once: a store that is down fails the command (exit 1).
+    Eager,
+    /// On first use: the daemon starts, and runs the other rules, while one is down.
+    Lazy,
+}
+
+/// The one assembly of an [`Engine`]: the audit store and the stores `rules` need,
+/// connected at the same time (a short command is mostly start-up).
+pub async fn engine(
+    config: Arc<Config>,
+    rules: &[&crate::config::Rule],
+    connect: Connect,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<Engine, Error> {
+    let (audit, stores) = tokio::join!(
+        connect_audit(&config),
+        open_stores(&config, rules, connect == Connect::Lazy)
+    );
+    Ok(Engine {
+        stores: stores?,
+        audit: audit?,
+        config,
+        shutdown,
+    })
+}
 
 /// Loads the config; a mistake is exit 2 before any store is touched.
 pub fn load_config(path: &Path) -> Result<Arc<Config>, Error> {
@@ -35,15 +65,6 @@ pub async fn connect_stores(
     rules: &[&crate::config::Rule],
 ) -> Result<Stores, Error> {
     open_stores(config, rules, false).await
-}
-
-/// [`connect_stores`] for the daemon: Postgres pools connect on first use, so a store
-/// that is down stops only its own rules.
-pub async fn connect_stores_lazy(
-    config: &Config,
-    rules: &[&crate::config::Rule],
-) -> Result<Stores, Error> {
-    open_stores(config, rules, true).await
 }
 
 async fn open_stores(

@@ -14,7 +14,7 @@ use crate::config::{Config, Rule};
 use crate::preflight::{self, Preflight};
 use crate::report::table::{count, Align, TextTable};
 use crate::report::{render_html, render_markdown, render_text, RunReport};
-use crate::startup::{connect_audit, connect_stores, load_config};
+use crate::startup::{self, connect_audit, connect_stores, load_config, Connect};
 use crate::sweep::{Engine, Mode, RunRequest};
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -78,31 +78,31 @@ pub(crate) async fn prepare(
     let config = load_config(config_path)?;
     let selected = select(&config, rules, categories)?;
     let names: Vec<String> = selected.iter().map(|r| r.name.clone()).collect();
-    // Both connect at once: a short sweep is mostly start-up.
-    let (audit, stores) = tokio::join!(connect_audit(&config), connect_stores(&config, &selected));
-    let (audit, stores) = (audit?, stores?);
-    let pf = preflight::check(&config, &stores, &selected).await;
+    let engine = startup::engine(
+        config.clone(),
+        &selected,
+        Connect::Eager,
+        CancellationToken::new(),
+    )
+    .await?;
+    let pf = preflight::check(&config, &engine.stores, &selected).await;
     print_findings(&pf);
     if !pf.ok() {
         return Err(pf.failure().into());
     }
-    audit
+    engine
+        .audit
         .migrate()
         .await
         .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
-    for run in audit
+    for run in engine
+        .audit
         .recover_interrupted()
         .await
         .map_err(|e| Fail::runtime(format!("failed to recover interrupted runs: {e}")))?
     {
         tracing::warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
     }
-    let engine = Engine {
-        config,
-        stores,
-        audit,
-        shutdown: CancellationToken::new(),
-    };
     Ok((engine, names, pf))
 }
 
@@ -192,20 +192,19 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
         .transpose()
         .map_err(Fail::usage)?;
     let all: Vec<&Rule> = config.rules.iter().collect();
-    let stores = connect_stores(&config, &all).await?;
-    let audit = connect_audit(&config).await?;
+    let engine = startup::engine(
+        config.clone(),
+        &all,
+        Connect::Eager,
+        CancellationToken::new(),
+    )
+    .await?;
     let as_of = match a.as_of.as_deref() {
-        Some(s) => Some(db_time(&audit, s).await?),
+        Some(s) => Some(db_time(&engine.audit, s).await?),
         None => None,
     };
-    let pf = preflight::check(&config, &stores, &all).await;
+    let pf = preflight::check(&config, &engine.stores, &all).await;
     print_findings(&pf);
-    let engine = Engine {
-        config: config.clone(),
-        stores,
-        audit,
-        shutdown: CancellationToken::new(),
-    };
     let from = as_of.unwrap_or_else(Utc::now);
     let mut rows = Vec::new();
     for rule in &config.rules {
@@ -443,19 +442,18 @@ pub async fn conformance(config_path: &Path, a: ConformanceArgs) -> CmdResult {
         .map_err(Fail::usage)?;
     let config = load_config(config_path)?;
     let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
-    let stores = connect_stores(&config, &rules).await?;
-    let audit = connect_audit(&config).await?;
-    let pf = preflight::check(&config, &stores, &rules).await;
+    let engine = startup::engine(
+        config.clone(),
+        &rules,
+        Connect::Eager,
+        CancellationToken::new(),
+    )
+    .await?;
+    let pf = preflight::check(&config, &engine.stores, &rules).await;
     print_findings(&pf);
     if !pf.ok() {
         return Err(pf.failure().into());
     }
-    let engine = Engine {
-        config: config.clone(),
-        stores,
-        audit,
-        shutdown: CancellationToken::new(),
-    };
     let results = crate::conformance::check(&engine, &pf, tolerance.as_ref()).await;
     let violations = results.iter().filter(|r| r.overdue > 0).count();
     let errors = results.iter().filter(|r| r.error.is_some()).count();
