@@ -124,14 +124,14 @@ pub enum RawMaxDelete {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSubject {
     pub kind: String,
     pub column: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawObjects {
     pub store: String,
