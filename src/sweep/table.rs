@@ -94,19 +94,59 @@ pub(crate) struct BatchDone {
     pub first_error: Option<String>,
 }
 
-pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable) {
+pub(crate) async fn run<'r>(rr: &mut RuleRun<'r>, t: &'r TableTarget, p: &'r PreparedTable) {
     let pg = rr.engine.stores.pg(&rr.rule.store).clone();
-    let config = rr.engine.config.clone();
+    let Some(scope) = scope_of(rr, &pg, t, p).await else {
+        return;
+    };
+    let start_holds = match rr.engine.audit.holds_now().await {
+        Ok(h) => scope.holds(&h, &rr.rule.category),
+        Err(e) => return fail(rr, format!("cannot read holds: {}", db_message(&e))),
+    };
+    let mut tables = p.info.work_tables(&t.table);
+
+    // Count what is due (exact, the same selection the batches use) when something
+    // depends on it: a dry-run, a category hold, the max_delete guard.
+    let guarded = rr.erase.is_none() && rr.rule.max_delete.is_some() && !rr.allow_mass_delete;
+    let needs_count = rr.mode == Mode::DryRun || start_holds.category_hold.is_some() || guarded;
+    if needs_count && count_and_guard(rr, &pg, &scope, &tables, &start_holds).await == Next::Stop {
+        return;
+    }
+    if let (Some(c), None) = (scope.cutoff, &rr.erase) {
+        let gone = super::partitions::remove_expired(rr, &pg, &scope, c).await;
+        tables.retain(|leaf| !gone.contains(leaf));
+    }
+    let bad = remove(rr, &pg, &scope, &tables).await;
+    finish(rr, &pg, &scope, &tables, start_holds, needs_count, bad).await;
+}
+
+/// Whether the rule goes on after a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Go,
+    Stop,
+}
+
+/// The rule's clock, cutoff, protection and (for an erasure) subject; `None` after
+/// recording why the rule cannot run.
+async fn scope_of<'a>(
+    rr: &mut RuleRun<'a>,
+    pg: &PgStore,
+    t: &'a TableTarget,
+    p: &'a PreparedTable,
+) -> Option<Scope<'a>> {
+    let config: &'a crate::config::Config = &rr.engine.config;
     let category = config.category_of(rr.rule).clone();
     let now = match rr.as_of {
         Some(t) => t,
         None => match with_retry(|| pg.now()).await {
             Ok(n) => n,
             Err(e) => {
-                return fail(
+                fail(
                     rr,
                     format!("cannot read the database clock: {}", db_message(&e)),
-                )
+                );
+                return None;
             }
         },
     };
@@ -116,127 +156,149 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     let cutoff = match &rr.erase {
         None => match decide::cutoff(now, &rr.rule.retain, category.min_retain.as_ref()) {
             Some(c) => Some(c),
-            None => return fail(rr, "the cutoff is out of range"),
+            None => {
+                fail(rr, "the cutoff is out of range");
+                return None;
+            }
         },
         Some(_) => match category.min_retain {
             None => None,
             Some(f) => match f.before(now) {
                 Some(c) => Some(c),
-                None => return fail(rr, "the floor's cutoff is out of range"),
+                None => {
+                    fail(rr, "the floor's cutoff is out of range");
+                    return None;
+                }
             },
         },
     };
     rr.report.cutoff = cutoff;
-    let protection = match Protection::new(&config, rr.rule, t, &p.info) {
+    let protection = match Protection::new(config, rr.rule, t, &p.info) {
         Ok(pr) => pr,
-        Err(e) => return fail(rr, e),
+        Err(e) => {
+            fail(rr, e);
+            return None;
+        }
     };
     let only_subject = match &rr.erase {
         Some((_, id)) => match protection.own_subject_type().normalise(id) {
             Ok(v) => Some(v),
-            Err(e) => return fail(rr, format!("subject {e}")),
+            Err(e) => {
+                fail(rr, format!("subject {e}"));
+                return None;
+            }
         },
         None => None,
     };
-    let scope = Scope {
+    Some(Scope {
         t,
         p,
         protection,
         now,
         cutoff,
         only_subject,
+    })
+}
+
+/// The count a dry-run reports, a category hold stops at, and the max_delete guard
+/// judges; a dry-run ends here with its samples, partitions and floors.
+async fn count_and_guard(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    tables: &[TableName],
+    start_holds: &BatchHolds,
+) -> Next {
+    let (t, p) = (scope.t, scope.p);
+    let counted = match count_all(pg, scope, tables, start_holds, true).await {
+        Ok(c) => c,
+        Err(e) => {
+            fail(
+                rr,
+                format!("counting due records failed: {}", error_ref(&e)),
+            );
+            return Next::Stop;
+        }
     };
-    let start_holds = match rr.engine.audit.holds_now().await {
-        Ok(h) => scope.holds(&h, &rr.rule.category),
-        Err(e) => return fail(rr, format!("cannot read holds: {}", db_message(&e))),
-    };
-    let hmac = if p.uses_hmac {
+    if let Some(o) = counted.oldest {
+        rr.report
+            .details
+            .insert("oldest_due".into(), o.to_rfc3339().into());
+    }
+    if let Some(hold) = start_holds.category_hold {
+        rr.report.held = counted.due;
+        rr.report
+            .details
+            .insert("category_hold".into(), hold.into());
+        return Next::Stop;
+    }
+    counted.report(rr);
+    if let (Some(guard), true) = (rr.rule.max_delete, rr.erase.is_none()) {
+        let total = match with_retry(|| total_rows(pg, &t.table)).await {
+            Ok(n) => n,
+            Err(e) => {
+                fail(rr, format!("counting the table failed: {}", db_message(&e)));
+                return Next::Stop;
+            }
+        };
+        rr.report
+            .details
+            .insert("max_delete".into(), guard.to_string().into());
+        if guard.exceeded(rr.report.matched, total) && !rr.allow_mass_delete {
+            rr.report.status = Status::Refused;
+            rr.error(format!(
+                "would {} {} of {} records, above max_delete {guard}; nothing was changed (use --allow-mass-delete to override)",
+                rr.rule.action.as_str(),
+                rr.report.matched,
+                total
+            ));
+            return Next::Stop;
+        }
+    }
+    if let Some(o) = &t.objects {
+        rr.report
+            .details
+            .insert("objects_store".into(), o.store.clone().into());
+    }
+    for table in tables {
+        if rr.report.samples.len() >= SAMPLE_SIZE {
+            break;
+        }
+        let st = scope
+            .selection(table, start_holds, &[])
+            .sample(&p.primary_key, SAMPLE_SIZE as i64);
+        if let Ok(rows) = pg.fetch_all(&st).await {
+            rr.report
+                .samples
+                .extend(rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()));
+        }
+    }
+    rr.report.samples.truncate(SAMPLE_SIZE);
+    if rr.mode == Mode::DryRun {
+        if let (Some(c), None) = (scope.cutoff, &rr.erase) {
+            super::partitions::remove_expired(rr, pg, scope, c).await;
+        }
+        report_kept_within_floor(rr, pg, scope, start_holds).await;
+        return Next::Stop;
+    }
+    Next::Go
+}
+
+/// The batches over every table (leaf) of the rule; returns the rows that could not be
+/// changed (blocked or failed), after recording them.
+async fn remove(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    tables: &[TableName],
+) -> u64 {
+    let config = rr.engine.config.clone();
+    let hmac = if scope.p.uses_hmac {
         let key = std::env::var(&config.hmac_key_env).unwrap_or_default();
         Some(hmac_pads(key.as_bytes()))
     } else {
         None
     };
-    let mut tables = p.info.work_tables(&t.table);
-
-    // Count what is due (exact, the same selection the batches use).
-    let guarded = rr.erase.is_none() && rr.rule.max_delete.is_some() && !rr.allow_mass_delete;
-    let needs_count = rr.mode == Mode::DryRun || start_holds.category_hold.is_some() || guarded;
-    if needs_count {
-        let counted = match count_all(&pg, &scope, &tables, &start_holds, true).await {
-            Ok(c) => c,
-            Err(e) => {
-                return fail(
-                    rr,
-                    format!("counting due records failed: {}", error_ref(&e)),
-                )
-            }
-        };
-        if let Some(o) = counted.oldest {
-            rr.report
-                .details
-                .insert("oldest_due".into(), o.to_rfc3339().into());
-        }
-        if let Some(hold) = start_holds.category_hold {
-            rr.report.held = counted.due;
-            rr.report
-                .details
-                .insert("category_hold".into(), hold.into());
-            return;
-        }
-        counted.report(rr);
-        if let (Some(guard), true) = (rr.rule.max_delete, rr.erase.is_none()) {
-            let total = match with_retry(|| total_rows(&pg, &t.table)).await {
-                Ok(n) => n,
-                Err(e) => {
-                    return fail(rr, format!("counting the table failed: {}", db_message(&e)))
-                }
-            };
-            rr.report
-                .details
-                .insert("max_delete".into(), guard.to_string().into());
-            if guard.exceeded(rr.report.matched, total) && !rr.allow_mass_delete {
-                rr.report.status = Status::Refused;
-                rr.error(format!(
-                    "would {} {} of {} records, above max_delete {guard}; nothing was changed (use --allow-mass-delete to override)",
-                    rr.rule.action.as_str(),
-                    rr.report.matched,
-                    total
-                ));
-                return;
-            }
-        }
-        if let Some(o) = &t.objects {
-            rr.report
-                .details
-                .insert("objects_store".into(), o.store.clone().into());
-        }
-        for table in &tables {
-            if rr.report.samples.len() >= SAMPLE_SIZE {
-                break;
-            }
-            let st = scope
-                .selection(table, &start_holds, &[])
-                .sample(&p.primary_key, SAMPLE_SIZE as i64);
-            if let Ok(rows) = pg.fetch_all(&st).await {
-                rr.report
-                    .samples
-                    .extend(rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()));
-            }
-        }
-        rr.report.samples.truncate(SAMPLE_SIZE);
-        if rr.mode == Mode::DryRun {
-            if let (Some(c), None) = (cutoff, &rr.erase) {
-                super::partitions::remove_expired(rr, &pg, &scope, c).await;
-            }
-            report_kept_within_floor(rr, &pg, &scope, &start_holds).await;
-            return;
-        }
-    }
-
-    if let (Some(c), None) = (cutoff, &rr.erase) {
-        let gone = super::partitions::remove_expired(rr, &pg, &scope, c).await;
-        tables.retain(|leaf| !gone.contains(leaf));
-    }
     let daemon = &config.daemon;
     let sizing = BatchSizing {
         min: daemon.min_batch_size,
@@ -255,15 +317,15 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
         bad: 0,
         first_error: None,
     };
-    for table in &tables {
+    for table in tables {
         run.skip.clear();
-        let go_on = match &t.objects {
-            Some(o) => super::objects::run_linked(rr, &pg, &scope, table, o, &mut run).await,
-            None => run_table(rr, &pg, &scope, table, hmac.clone(), &mut run).await,
+        let go_on = match &scope.t.objects {
+            Some(o) => super::objects::run_linked(rr, pg, scope, table, o, &mut run).await,
+            None => run_table(rr, pg, scope, table, hmac.clone(), &mut run).await,
         };
         // A walk that stopped early may leave page batches unconfirmed: confirm them
         // before the trail records them (no redo: the rule is stopping).
-        let confirmed = run.confirm(rr, &pg, &scope, table, false).await;
+        let confirmed = run.confirm(rr, pg, scope, table, false).await;
         if !go_on || confirmed.is_err() || rr.report.status != Status::Succeeded {
             break;
         }
@@ -291,7 +353,21 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
     if bad > 0 && rr.report.status == Status::Succeeded {
         rr.report.status = Status::Partial;
     }
+    bad
+}
 
+/// What is left after the batches: recounted where it can differ from what was done,
+/// what the floor keeps, and ANALYZE when asked.
+async fn finish(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    tables: &[TableName],
+    start_holds: BatchHolds,
+    needs_count: bool,
+    bad: u64,
+) {
+    let t = scope.t;
     // What is still due now is held, kept by another rule, blocked, or was locked by the
     // application and skipped. Recount only when it can differ from what was processed:
     // right after a large delete that count walks every dead index entry, so it is
@@ -308,7 +384,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             Ok(h) => scope.holds(&h, &rr.rule.category),
             Err(_) => start_holds,
         };
-        if let Ok(left) = count_all(&pg, &scope, &tables, &end_holds, false).await {
+        if let Ok(left) = count_all(pg, scope, tables, &end_holds, false).await {
             let done = rr.report.deleted + rr.report.anonymised;
             left.report(rr);
             // Left removable: blocked, failed, or locked by the application.
@@ -320,7 +396,7 @@ pub(crate) async fn run(rr: &mut RuleRun<'_>, t: &TableTarget, p: &PreparedTable
             }
         }
     }
-    report_kept_within_floor(rr, &pg, &scope, &scope.holds(&HoldSet::default(), "")).await;
+    report_kept_within_floor(rr, pg, scope, &scope.holds(&HoldSet::default(), "")).await;
     if t.vacuum_analyze && rr.report.deleted > 0 {
         let sql = crate::store::pg_sql::analyze(&t.table);
         if let Err(e) = pg.execute_script(&sql).await {
