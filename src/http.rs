@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz` and `/metrics`. It knows nothing of the daemon: readiness comes
+//! through [`Readiness`].
 
 use std::sync::Arc;
 
@@ -10,7 +11,12 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::Daemon;
+/// What `/readyz` asks the process it serves: the problems that make it not ready
+/// (none: ready).
+pub trait Readiness: Send + Sync + 'static {
+    /// One line per problem.
+    fn problems(&self) -> impl std::future::Future<Output = Vec<String>> + Send;
+}
 
 /// Buckets of `retentiond_run_duration_seconds`.
 const RUN_DURATION_BUCKETS: &[f64] = &[
@@ -30,24 +36,32 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
-#[derive(Clone)]
-struct AppState {
-    daemon: Arc<Daemon>,
+struct AppState<R> {
+    ready: Arc<R>,
     metrics: PrometheusHandle,
 }
 
+impl<R> Clone for AppState<R> {
+    fn clone(&self) -> Self {
+        Self {
+            ready: self.ready.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 /// Serves until `shutdown`.
-pub async fn serve(
+pub async fn serve<R: Readiness>(
     listener: tokio::net::TcpListener,
-    daemon: Arc<Daemon>,
+    ready: Arc<R>,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(AppState { daemon, metrics });
+        .route("/readyz", get(readyz::<R>))
+        .route("/metrics", get(render_metrics::<R>))
+        .with_state(AppState { ready, metrics });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -56,30 +70,15 @@ pub async fn serve(
     }
 }
 
-async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn render_metrics<R: Readiness>(State(s): State<AppState<R>>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
 }
 
-async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let mut problems = Vec::new();
-    if let Some(e) = s.daemon.reload_error.read().await.clone() {
-        problems.push(format!(
-            "config reload failed (running on the previous config): {e}"
-        ));
-    }
-    let loaded = s.daemon.loaded.read().await.clone();
-    let engine = &loaded.engine;
-    if !engine.audit.migrations_applied().await {
-        problems.push("audit migrations are not applied".into());
-    }
-    for store in engine.stores.probe().await {
-        if !store.up {
-            problems.push(format!("store {} is not reachable", store.name));
-        }
-    }
+async fn readyz<R: Readiness>(State(s): State<AppState<R>>) -> impl IntoResponse {
+    let problems = s.ready.problems().await;
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {

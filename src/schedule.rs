@@ -397,6 +397,29 @@ impl Daemon {
     }
 }
 
+impl crate::http::Readiness for Daemon {
+    /// A failed reload, audit migrations not applied, a store that does not answer.
+    async fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(e) = self.reload_error.read().await.clone() {
+            problems.push(format!(
+                "config reload failed (running on the previous config): {e}"
+            ));
+        }
+        let loaded = self.loaded.read().await.clone();
+        let engine = &loaded.engine;
+        if !engine.audit.migrations_applied().await {
+            problems.push("audit migrations are not applied".into());
+        }
+        for store in engine.stores.probe().await {
+            if !store.up {
+                problems.push(format!("store {} is not reachable", store.name));
+            }
+        }
+        problems
+    }
+}
+
 /// `retentiond run`.
 pub async fn run_daemon(
     config_path: &Path,

@@ -1,5 +1,5 @@
 //! Dependencies run one way: error/config → anonymise/store → audit/report/policy/metrics →
-//! preflight → sweep/conformance → startup → schedule (the daemon)/http → cli → main.
+//! preflight → sweep/conformance → startup → http → schedule (the daemon) → cli → main.
 //! Read from the sources: a `crate::<module>` path in a file is a dependency of its
 //! module. This fails when a lower layer names a higher one, or anything outside `cli`
 //! and `main.rs` names `cli`.
@@ -11,7 +11,8 @@ const LAYERS: &[&[&str]] = &[
     &["preflight"],
     &["sweep", "conformance"],
     &["startup"],
-    &["schedule", "http"],
+    &["http"],
+    &["schedule"],
     &["cli"],
 ];
 
