@@ -58,24 +58,6 @@ pub struct Daemon {
     config_path: PathBuf,
 }
 
-/// Waits for SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Loads the config and builds an engine. Every enabled rule must pass the preflight,
 /// except where a store is down: the daemon then starts (or reloads) without those
 /// rules' preparation, runs the others, and each of their runs checks the store again.
@@ -421,10 +403,17 @@ impl crate::http::Readiness for Daemon {
 }
 
 /// `retentiond run`.
+///
+/// The caller hands it what ties it to a process: the listener for `/healthz`,
+/// `/readyz` and `/metrics` (bound to `[http] listen` by `cli`), a future that resolves
+/// on shutdown (SIGTERM/SIGINT) and a stream with an item per reload (SIGHUP).
 pub async fn run_daemon(
     config_path: &Path,
+    listener: tokio::net::TcpListener,
     grace: Option<&str>,
     catch_up: bool,
+    stop: impl std::future::Future<Output = ()>,
+    mut reload: impl futures::Stream<Item = ()> + Unpin,
 ) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     let loaded = load(config_path, shutdown.clone()).await?;
@@ -448,7 +437,6 @@ pub async fn run_daemon(
         warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
     }
     let metrics = crate::http::install_metrics().map_err(Error::unavailable)?;
-    let listen = loaded.engine.config.http.listen;
     let daemon = Arc::new(Daemon {
         loaded: RwLock::new(Arc::new(loaded)),
         reload_error: RwLock::new(None),
@@ -463,10 +451,9 @@ pub async fn run_daemon(
     tokio::spawn(daemon.clone().probe_stores());
     // The overdue gauges from the first minutes, not from the first scheduled check.
     daemon.tracker.spawn(daemon.clone().check_conformance());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::usage(format!("cannot listen on {listen}: {e}")))?;
-    info!(%listen, "serving /healthz /readyz /metrics");
+    if let Ok(listen) = listener.local_addr() {
+        info!(%listen, "serving /healthz /readyz /metrics");
+    }
     let http = tokio::spawn(crate::http::serve(
         listener,
         daemon.clone(),
@@ -492,21 +479,11 @@ pub async fn run_daemon(
         daemon.catch_up().await;
     }
 
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| Error::unavailable(e.to_string()))?;
-    let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
-        #[cfg(unix)]
         tokio::select! {
             _ = &mut stop => break,
-            _ = hup.recv() => daemon.reload(&sched, &mut jobs).await,
-        }
-        #[cfg(not(unix))]
-        {
-            (&mut stop).await;
-            break;
+            Some(()) = futures::StreamExt::next(&mut reload) => daemon.reload(&sched, &mut jobs).await,
         }
     }
     info!(

@@ -109,7 +109,7 @@ pub(crate) async fn prepare(
 /// Cancels `token` on SIGTERM or SIGINT, so a manual sweep stops between batches too.
 pub(crate) fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        crate::schedule::shutdown_signal().await;
+        shutdown_signal().await;
         tracing::warn!("shutdown requested: finishing the current batch");
         token.cancel();
     });
@@ -738,7 +738,20 @@ pub async fn migrate(config_path: &Path) -> CmdResult {
 }
 
 pub async fn run_daemon(config_path: &Path, a: RunArgs) -> CmdResult {
-    crate::schedule::run_daemon(config_path, a.grace_period.as_deref(), !a.no_catch_up).await?;
+    // The process's parts: the listen socket and the signals. The daemon gets them.
+    let listen = load_config(config_path)?.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Fail::usage(format!("cannot listen on {listen}: {e}")))?;
+    crate::schedule::run_daemon(
+        config_path,
+        listener,
+        a.grace_period.as_deref(),
+        !a.no_catch_up,
+        shutdown_signal(),
+        reload_signal().map_err(|e| Fail::runtime(format!("cannot handle SIGHUP: {e}")))?,
+    )
+    .await?;
     Ok(Exit::Ok)
 }
 
@@ -799,4 +812,39 @@ fn utc(t: Option<chrono::DateTime<Utc>>) -> String {
 async fn db_time(audit: &crate::audit::Audit, s: &str) -> Result<chrono::DateTime<Utc>, Fail> {
     let now = audit.now().await.unwrap_or_else(|_| Utc::now());
     parse_time(s, now).map_err(Fail::usage)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// An item per SIGHUP (none where there is no SIGHUP).
+fn reload_signal() -> std::io::Result<futures::stream::BoxStream<'static, ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup())?;
+        Ok(Box::pin(futures::stream::unfold(
+            hup,
+            |mut hup| async move { hup.recv().await.map(|()| ((), hup)) },
+        )))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(Box::pin(futures::stream::pending()))
+    }
 }

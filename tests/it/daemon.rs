@@ -989,3 +989,71 @@ async fn a_skewed_host_clock_is_reported_and_does_not_move_cutoffs() {
     signal(&d, "TERM");
     assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
 }
+
+// Issue 14: the daemon takes its listener, its shutdown and its reloads, so it runs in
+// this test process on port 0 and is reloaded and stopped without a signal. (It installs
+// the process's metrics recorder: it is the one in-process daemon of this binary.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_in_process_and_reloads_and_stops_without_signals() {
+    let env = TestEnv::new("in_process").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 9);",
+    )
+    .await;
+    let cfg = env.config_named(
+        "retention.toml",
+        &with_schedule(config(&env, 9, "0 0 3 1 1 *", "batch_size = 10")),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (reload_tx, reload_rx) = futures::channel::mpsc::unbounded::<()>();
+    let daemon = retentiond::schedule::run_daemon(
+        &cfg,
+        listener,
+        Some("10s"),
+        true,
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    );
+    let steps = async {
+        wait_for(&env, "readyz", STARTUP_SECS, || async {
+            get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
+        })
+        .await;
+        // Catch-up runs the rule, which never succeeded.
+        wait_for(&env, "the catch-up run", PATIENCE_SECS, || async {
+            env.scalar("SELECT count(*) FROM logs").await == 0
+        })
+        .await;
+        // A broken file, then a reload: the old config stays and /readyz says why.
+        std::fs::write(&cfg, "[daemon\n").unwrap();
+        reload_tx.unbounded_send(()).unwrap();
+        wait_for(
+            &env,
+            "readyz to report the failed reload",
+            PATIENCE_SECS,
+            || async {
+                get(port, "/readyz")
+                    .await
+                    .is_some_and(|(s, body)| s == 503 && body.contains("config reload failed"))
+            },
+        )
+        .await;
+        stop_tx.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(daemon, steps);
+    assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
+    assert!(
+        get(port, "/healthz").await.is_none(),
+        "the listener is closed after shutdown"
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'catch_up' AND status = 'succeeded'")
+            .await,
+        1
+    );
+}
