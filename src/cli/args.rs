@@ -102,6 +102,14 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Apply the audit schema migrations.
     Migrate,
+    /// Print a shell completion script: `retentiond completions bash > /etc/bash_completion.d/retentiond`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `retentiond man > retentiond.1`.
+    Man,
 }
 
 /// `run`.

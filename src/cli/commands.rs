@@ -848,3 +848,20 @@ fn reload_signal() -> std::io::Result<futures::stream::BoxStream<'static, ()>> {
         Ok(Box::pin(futures::stream::pending()))
     }
 }
+
+/// `completions SHELL`: the script clap_complete generates from the command line's
+/// definition. Touches no config and no store.
+pub fn completions(shell: clap_complete::Shell) -> CmdResult {
+    let mut cmd = <super::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "retentiond", &mut std::io::stdout());
+    Ok(Exit::Ok)
+}
+
+/// `man`: the man page clap_mangen renders from the command line's definition.
+pub fn man() -> CmdResult {
+    let cmd = <super::Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd)
+        .render(&mut std::io::stdout())
+        .map_err(|e| Fail::runtime(format!("cannot write the man page: {e}")))?;
+    Ok(Exit::Ok)
+}

@@ -100,6 +100,8 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
         Command::Erase(a) => commands::erase(&config_path, a).await,
         Command::Policy(a) => commands::policy(&config_path, a),
         Command::Migrate => commands::migrate(&config_path).await,
+        Command::Completions { shell } => commands::completions(shell),
+        Command::Man => commands::man(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests against real PostgreSQL and S3-compatible servers (see scripts/test).
 
 mod audit;
+mod cli_conventions;
 mod common;
 mod config_errors;
 mod daemon;
