@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::anonymise::ColumnSql;
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, Ident, PartitionMode, Rule, TableName, Target};
+use crate::config::{Config, Ident, PartitionMode, Rule, Target};
 use crate::store::pg_sql::{self, AgeKind};
 use crate::store::postgres::TableInfo;
 use crate::store::s3::BucketInfo;
@@ -310,17 +310,23 @@ async fn check_rule(
         _ => {}
     }
     if matches!(age_kind, AgeKind::EpochSeconds | AgeKind::EpochMillis) {
-        let (min, max, now): (Option<f64>, Option<f64>, DateTime<Utc>) =
-            sqlx::query_as(&epoch_range_sql(&t.table, &t.age_column))
-                .fetch_one(&pg.pool)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot read the range of age column {}: {}",
-                        t.age_column,
-                        db_message(&e)
-                    )
-                })?;
+        let range = pg
+            .fetch_one(&pg_sql::epoch_range(&t.table, &t.age_column))
+            .await
+            .and_then(|row| {
+                Ok((
+                    row.try_get::<Option<f64>, _>(0)?,
+                    row.try_get::<Option<f64>, _>(1)?,
+                    row.try_get::<DateTime<Utc>, _>(2)?,
+                ))
+            });
+        let (min, max, now) = range.map_err(|e| {
+            format!(
+                "cannot read the range of age column {}: {}",
+                t.age_column,
+                db_message(&e)
+            )
+        })?;
         check_epoch_range(&t.age_column, age_kind, min, max, now)?;
     }
     if let Some(s) = &t.subject {
@@ -418,12 +424,7 @@ async fn check_rule(
         };
     }
     if let Some(filter) = &t.filter {
-        let sql = format!(
-            "EXPLAIN SELECT 1 FROM {} WHERE ({filter})",
-            t.table.quoted()
-        );
-        sqlx::query(&sql)
-            .execute(&pg.pool)
+        pg.fetch_all(&pg_sql::explain_filter(&t.table, filter))
             .await
             .map_err(|e| format!("filter `{filter}` does not compile: {}", db_message(&e)))?;
     }
@@ -436,12 +437,11 @@ async fn check_rule(
             .into());
         }
         (Some(PartitionMode::Archive(schema)), _) => {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-                    .bind(schema.as_str())
-                    .fetch_one(&pg.pool)
-                    .await
-                    .map_err(|e| db_message(&e))?;
+            let exists: bool = pg
+                .fetch_one(&pg_sql::schema_exists(schema))
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| db_message(&e))?;
             if !exists {
                 return Err(format!("archive schema {schema} does not exist").into());
             }
@@ -517,16 +517,6 @@ async fn explain_anonymise(
     let mut st = selection.anonymise_batch(&pg_sql::Batch::First(1), hmac, &pg_sql::hmac_names());
     st.sql = format!("EXPLAIN {}", st.sql);
     pg.fetch_all(&st).await.map(|_| ())
-}
-
-/// The smallest and largest value of an epoch age column, and the database clock, in one
-/// statement (identifiers quoted; the only SQL here besides the filter's `EXPLAIN`).
-fn epoch_range_sql(table: &TableName, column: &Ident) -> String {
-    let c = column.quoted();
-    format!(
-        "SELECT min({c})::float8, max({c})::float8, now() FROM {}",
-        table.quoted()
-    )
 }
 
 /// The earliest plausible age: values before it almost surely have the wrong unit.
@@ -834,9 +824,9 @@ mod tests {
 
     #[test]
     fn the_range_query_quotes_its_identifiers() {
-        let t = TableName::parse("public.Sessions").unwrap();
+        let t = crate::config::TableName::parse("public.Sessions").unwrap();
         assert_eq!(
-            epoch_range_sql(&t, &col()),
+            pg_sql::epoch_range(&t, &col()).sql,
             "SELECT min(\"started_ms\")::float8, max(\"started_ms\")::float8, now() FROM \"public\".\"Sessions\""
         );
     }

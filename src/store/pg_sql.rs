@@ -977,6 +977,38 @@ pub const PARAMETER_LOGGING: &str = "SELECT current_setting('log_statement', tru
      current_setting('log_parameter_max_length', true), current_setting('log_parameter_max_length_on_error', true), \
      current_setting('pgaudit.log_parameter', true)";
 
+/// The smallest and largest value of an epoch age column, and the database clock, in one
+/// statement (the preflight's unit check).
+pub fn epoch_range(table: &TableName, column: &Ident) -> Statement {
+    let c = column.quoted();
+    Statement {
+        sql: format!(
+            "SELECT min({c})::float8, max({c})::float8, now() FROM {}",
+            table.quoted()
+        ),
+        params: Params::default(),
+    }
+}
+
+/// `EXPLAIN` of a rule's filter on its table: it compiles, or the preflight refuses it.
+/// The filter passed `config::check_filter` (one expression, no comments, no statement).
+pub fn explain_filter(table: &TableName, filter: &str) -> Statement {
+    Statement {
+        sql: format!("EXPLAIN SELECT 1 FROM {} WHERE ({filter})", table.quoted()),
+        params: Params::default(),
+    }
+}
+
+/// Whether schema `$1` exists (an `archive:` target).
+pub fn schema_exists(schema: &Ident) -> Statement {
+    let mut params = Params::default();
+    let p = params.push(Param::Text(schema.as_str().to_owned()));
+    Statement {
+        sql: format!("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {p})"),
+        params,
+    }
+}
+
 /// `ANALYZE table`, after a large delete (`vacuum = "analyze"`).
 pub fn analyze(table: &TableName) -> String {
     format!("ANALYZE {}", table.quoted())
