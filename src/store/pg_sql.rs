@@ -1016,10 +1016,18 @@ pub fn analyze(table: &TableName) -> String {
 
 /// `(pages now, reltuples, relpages, server_version_num)` of the table whose quoted name
 /// is bound to `$1`: what choosing a batch walk needs.
-pub const HEAP_SHAPE: &str =
-    "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8, \
-     c.reltuples::float8, c.relpages::int8, current_setting('server_version_num')::int4 \
-     FROM pg_class c WHERE c.oid = CAST($1 AS regclass)";
+pub fn heap_shape(table: &TableName) -> Statement {
+    let mut params = Params::default();
+    let t = params.push(Param::Text(table.quoted()));
+    Statement {
+        sql: format!(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8, \
+             c.reltuples::float8, c.relpages::int8, current_setting('server_version_num')::int4 \
+             FROM pg_class c WHERE c.oid = CAST({t} AS regclass)"
+        ),
+        params,
+    }
+}
 
 /// `SELECT count(*) FROM table`: the guard's percentage base, a partition's row count.
 pub fn count_rows(table: &TableName) -> String {

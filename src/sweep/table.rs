@@ -17,7 +17,7 @@ use crate::anonymise::hmac_pads;
 use crate::audit::holds::{HoldGuard, HoldSet};
 use crate::config::{Action, TableName, TableTarget};
 use crate::preflight::{db_message, PreparedTable};
-use crate::store::pg_sql::{hmac_names, Batch, Keep, Selection, Statement, HEAP_SHAPE};
+use crate::store::pg_sql::{self, hmac_names, Batch, Keep, Selection, Statement};
 use crate::store::PgStore;
 
 /// Attempts per batch before the rule gives up (connection loss, lock timeout).
@@ -981,10 +981,7 @@ async fn choose_walk(pg: &PgStore, selection: &Selection<'_>) -> Walk {
 
 /// `(pages now, reltuples, relpages, server_version_num)` of `table`.
 async fn heap_shape(pg: &PgStore, table: &TableName) -> Result<(u64, f64, i64, i32), sqlx::Error> {
-    let row = sqlx::query(HEAP_SHAPE)
-        .bind(table.quoted())
-        .fetch_one(&pg.pool)
-        .await?;
+    let row = pg.fetch_one(&pg_sql::heap_shape(table)).await?;
     Ok((
         row.try_get::<i64, _>(0)?.max(0) as u64,
         row.try_get(1)?,
@@ -1091,10 +1088,11 @@ async fn report_kept_within_floor(
 }
 
 async fn total_rows(pg: &PgStore, table: &TableName) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(&crate::store::pg_sql::count_rows(table))
-        .fetch_one(&pg.pool)
-        .await?;
-    Ok(n.max(0) as u64)
+    pg.fetch_count(&Statement {
+        sql: pg_sql::count_rows(table),
+        params: Default::default(),
+    })
+    .await
 }
 
 /// Whether a database error is worth retrying: lost connections, lock and statement
