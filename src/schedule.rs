@@ -413,7 +413,7 @@ pub async fn run_daemon(
     grace: Option<&str>,
     catch_up: bool,
     stop: impl std::future::Future<Output = ()>,
-    mut reload: impl futures::Stream<Item = ()> + Unpin,
+    reload: impl futures::Stream<Item = ()> + Unpin,
 ) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     let loaded = load(config_path, shutdown.clone()).await?;
@@ -480,6 +480,8 @@ pub async fn run_daemon(
     }
 
     tokio::pin!(stop);
+    // A reload stream that ended stays ended (never polled again).
+    let mut reload = futures::StreamExt::fuse(reload);
     loop {
         tokio::select! {
             _ = &mut stop => break,

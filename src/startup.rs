@@ -31,9 +31,11 @@ pub async fn engine(
         connect_audit(&config),
         open_stores(&config, rules, connect == Connect::Lazy)
     );
+    // The audit store's error first: without a trail nothing runs.
+    let audit = audit?;
     Ok(Engine {
         stores: stores?,
-        audit: audit?,
+        audit,
         config,
         shutdown,
     })
