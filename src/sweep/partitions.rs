@@ -15,6 +15,7 @@ use super::{Mode, RuleRun};
 use crate::config::{Ident, PartitionMode, TableName};
 use crate::preflight::db_message;
 use crate::store::pg_sql::partitions as sql;
+use crate::store::pg_sql::{Param, Params, Statement};
 use crate::store::PgStore;
 
 /// Removes whole expired leaves; returns those no longer to be swept row by row.
@@ -38,10 +39,11 @@ pub(crate) async fn remove_expired(
         );
         return Vec::new();
     }
-    let partkey: Option<String> = sqlx::query_scalar(sql::PARTKEY)
-        .bind(p.info.oid)
-        .fetch_one(&pg.pool)
+    let oid = || vec![Param::BigInt(p.info.oid)];
+    let partkey: Option<String> = pg
+        .fetch_one(&st(sql::PARTKEY, oid()))
         .await
+        .and_then(|r| r.try_get(0))
         .ok()
         .flatten();
     if !partkey
@@ -51,11 +53,7 @@ pub(crate) async fn remove_expired(
         note(rr, "the table is not RANGE-partitioned on the age column alone, so partitions are swept row by row");
         return Vec::new();
     }
-    let leaves = match sqlx::query(sql::LEAVES)
-        .bind(p.info.oid)
-        .fetch_all(&pg.pool)
-        .await
-    {
+    let leaves = match pg.fetch_all(&st(sql::LEAVES, oid())).await {
         Ok(rows) => rows,
         Err(e) => {
             rr.error(format!("cannot list partitions: {}", db_message(&e)));
@@ -64,10 +62,10 @@ pub(crate) async fn remove_expired(
     };
     let age_type = p.info.columns[t.age_column.as_str()].type_name.clone();
     let cutoff_param = p.age_kind.cutoff_param(cutoff);
-    let has_default: bool = sqlx::query_scalar(sql::HAS_DEFAULT)
-        .bind(p.info.oid)
-        .fetch_one(&pg.pool)
+    let has_default: bool = pg
+        .fetch_one(&st(sql::HAS_DEFAULT, oid()))
         .await
+        .and_then(|r| r.try_get(0))
         .unwrap_or(true);
     let (mut gone, mut blocked, mut due_names) = (Vec::new(), Vec::new(), Vec::new());
     let mut eligible = Vec::new();
@@ -86,11 +84,8 @@ pub(crate) async fn remove_expired(
             continue;
         };
         let check = sql::bound_before_cutoff(&age_type);
-        let q = crate::store::postgres::bind(
-            sqlx::query(&check).bind(upper),
-            std::slice::from_ref(&cutoff_param),
-        );
-        let expired: bool = match q.fetch_one(&pg.pool).await.and_then(|r| r.try_get(0)) {
+        let q = st(&check, vec![Param::Text(upper), cutoff_param.clone()]);
+        let expired: bool = match pg.fetch_one(&q).await.and_then(|r| r.try_get(0)) {
             Ok(v) => v,
             Err(e) => {
                 rr.error(format!(
@@ -149,7 +144,7 @@ pub(crate) async fn remove_expired(
     // detached), then dropped, kept or archived, and its record removed: a crash in
     // between leaves the record, and the next run finishes the leaf. Counting the next
     // leaf overlaps removing the previous one.
-    let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<i64, sqlx::Error>>)> = None;
+    let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<u64, sqlx::Error>>)> = None;
     let mut guard = rr.hold_guard();
     for leaf in eligible {
         if rr.cancelled() {
@@ -186,12 +181,16 @@ pub(crate) async fn remove_expired(
                 continue;
             }
         }
-        let recorded = sqlx::query(sql::DETACHING_ADD)
-            .bind(&rr.rule.name)
-            .bind(t.table.quoted())
-            .bind(leaf.schema.as_str())
-            .bind(leaf.name.as_str())
-            .execute(&pg.pool)
+        let recorded = pg
+            .execute(&st(
+                sql::DETACHING_ADD,
+                vec![
+                    Param::Text(rr.rule.name.clone()),
+                    Param::Text(t.table.quoted()),
+                    Param::Text(leaf.schema.as_str().to_owned()),
+                    Param::Text(leaf.name.as_str().to_owned()),
+                ],
+            ))
             .await;
         let detached = match recorded {
             Ok(_) => {
@@ -209,11 +208,7 @@ pub(crate) async fn remove_expired(
             ));
             continue;
         }
-        let counting = {
-            let pool = pg.pool.clone();
-            let count = crate::store::pg_sql::count_rows(&leaf);
-            tokio::spawn(async move { sqlx::query_scalar(&count).fetch_one(&pool).await })
-        };
+        let counting = count_in_background(pg, &leaf);
         if let Some((prev, counted)) = pending.replace((leaf, counting)) {
             finish(rr, pg, &t.table, prev, counted, mode, &mut gone).await;
         }
@@ -265,12 +260,12 @@ async fn finish(
     pg: &PgStore,
     parent: &TableName,
     leaf: TableName,
-    counted: tokio::task::JoinHandle<Result<i64, sqlx::Error>>,
+    counted: tokio::task::JoinHandle<Result<u64, sqlx::Error>>,
     mode: &PartitionMode,
     gone: &mut Vec<TableName>,
 ) {
     let rows = match counted.await {
-        Ok(Ok(n)) => n.max(0) as u64,
+        Ok(Ok(n)) => n,
         Ok(Err(e)) => {
             partial(rr);
             rr.error(format!(
@@ -288,13 +283,9 @@ async fn finish(
         }
     };
     let done = match mode {
-        PartitionMode::Drop => sqlx::raw_sql(&sql::drop(&leaf)).execute(&pg.pool).await,
-        PartitionMode::Detach => Ok(Default::default()),
-        PartitionMode::Archive(schema) => {
-            sqlx::raw_sql(&sql::archive(&leaf, schema))
-                .execute(&pg.pool)
-                .await
-        }
+        PartitionMode::Drop => pg.execute_script(&sql::drop(&leaf)).await,
+        PartitionMode::Detach => Ok(()),
+        PartitionMode::Archive(schema) => pg.execute_script(&sql::archive(&leaf, schema)).await,
     };
     match done {
         Ok(_) => {
@@ -333,11 +324,15 @@ async fn finish(
 
 /// Removes the record of a leaf that is finished.
 async fn done_recording(pg: &PgStore, parent: &TableName, leaf: &TableName) {
-    let r = sqlx::query(sql::DETACHING_DONE)
-        .bind(parent.quoted())
-        .bind(leaf.schema.as_str())
-        .bind(leaf.name.as_str())
-        .execute(&pg.pool)
+    let r = pg
+        .execute(&st(
+            sql::DETACHING_DONE,
+            vec![
+                Param::Text(parent.quoted()),
+                Param::Text(leaf.schema.as_str().to_owned()),
+                Param::Text(leaf.name.as_str().to_owned()),
+            ],
+        ))
         .await;
     if let Err(e) = r {
         tracing::warn!(leaf = %leaf, error = %db_message(&e), "cannot remove the record of a finished partition; the next run removes it");
@@ -355,18 +350,31 @@ async fn finish_left_over(
     mode: &PartitionMode,
     gone: &mut Vec<TableName>,
 ) {
-    let exists: bool = sqlx::query_scalar(sql::DETACHING_EXISTS)
-        .fetch_one(&pg.pool)
+    let exists: bool = pg
+        .fetch_one(&st(sql::DETACHING_EXISTS, Vec::new()))
         .await
+        .and_then(|r| r.try_get(0))
         .unwrap_or(false);
     if !exists {
         return;
     }
-    let rows: Vec<(String, String, bool, bool, bool)> = match sqlx::query_as(sql::DETACHING_LEFT)
-        .bind(parent.quoted())
-        .fetch_all(&pg.pool)
+    let left = pg
+        .fetch_all(&st(sql::DETACHING_LEFT, vec![Param::Text(parent.quoted())]))
         .await
-    {
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    Ok::<_, sqlx::Error>((
+                        r.try_get::<String, _>(0)?,
+                        r.try_get::<String, _>(1)?,
+                        r.try_get::<bool, _>(2)?,
+                        r.try_get::<bool, _>(3)?,
+                        r.try_get::<bool, _>(4)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+    let rows = match left {
         Ok(r) => r,
         Err(e) => {
             partial(rr);
@@ -397,11 +405,7 @@ async fn finish_left_over(
             done_recording(pg, parent, &leaf).await;
             continue;
         }
-        let counting = {
-            let pool = pg.pool.clone();
-            let count = crate::store::pg_sql::count_rows(&leaf);
-            tokio::spawn(async move { sqlx::query_scalar(&count).fetch_one(&pool).await })
-        };
+        let counting = count_in_background(pg, &leaf);
         completed.push(leaf.to_string());
         finish(rr, pg, parent, leaf, counting, mode, gone).await;
     }
@@ -423,4 +427,22 @@ fn note(rr: &mut RuleRun<'_>, text: &str) {
     rr.report
         .details
         .insert("partitions_note".into(), text.into());
+}
+
+/// A statement from constant SQL (`pg_sql::partitions`) and its parameters.
+fn st(sql: &str, params: Vec<Param>) -> Statement {
+    Statement {
+        sql: sql.to_owned(),
+        params: Params(params),
+    }
+}
+
+/// Counts a detached leaf's rows on another connection while the next leaf is detached.
+fn count_in_background(
+    pg: &PgStore,
+    leaf: &TableName,
+) -> tokio::task::JoinHandle<Result<u64, sqlx::Error>> {
+    let pg = pg.clone();
+    let count = st(&crate::store::pg_sql::count_rows(leaf), Vec::new());
+    tokio::spawn(async move { pg.fetch_count(&count).await })
 }
