@@ -290,8 +290,27 @@ impl Audit {
         r: &RuleReport,
         keep_samples: bool,
     ) -> Result<(), sqlx::Error> {
-        self.insert_rule(run.run_id, position, r, keep_samples)
-            .await
+        // A rule's result is the record of what it removed: ride out a restart of the
+        // audit server (about 8 s of retries) rather than lose it. A retry that finds
+        // the row already there means the first attempt committed.
+        let mut delay = std::time::Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self
+                .insert_rule(run.run_id, position, r, keep_samples)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt > 1 && is_unique_violation(&e) => return Ok(()),
+                Err(e) if attempt < RECORD_ATTEMPTS && crate::store::postgres::unavailable(&e) => {
+                    tracing::warn!(attempt, error = %e, "retrying the record of a rule result");
+                    tokio::time::sleep(delay).await;
+                    delay *= 3;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Appends the running counts of the rule at `position` of run `run_id` (no samples).
@@ -691,4 +710,11 @@ fn status_of(row: &sqlx::postgres::PgRow) -> Result<Status, sqlx::Error> {
     row.try_get::<String, _>("status")?
         .parse()
         .map_err(|e: String| sqlx::Error::Decode(e.into()))
+}
+
+/// Attempts to record a rule's result before the run gives up on it.
+const RECORD_ATTEMPTS: u32 = 5;
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505")
 }
