@@ -89,11 +89,7 @@ pub fn describe() {
 /// The series an alert needs from the first scrape, for one enabled rule: its info, its
 /// last success (0 and `never_succeeded 1` if none), its next run, and its counters at 0.
 pub fn init_rule(config: &Config, rule: &Rule, last_success: Option<DateTime<Utc>>) {
-    let schedule = config.schedule_of(rule);
-    gauge!("retentiond_rule_info",
-        "rule" => rule.name.clone(), "category" => rule.category.clone(), "store" => rule.store.clone(),
-        "action" => rule.action.as_str(), "schedule" => schedule.expr.clone())
-    .set(1.0);
+    rule_info(config, rule).set(1.0);
     gauge!("retentiond_rule_last_success_timestamp_seconds", "rule" => rule.name.clone(), "category" => rule.category.clone())
         .set(last_success.map_or(0.0, |t| t.timestamp() as f64));
     gauge!("retentiond_rule_never_succeeded", "rule" => rule.name.clone())
@@ -107,12 +103,15 @@ pub fn init_rule(config: &Config, rule: &Rule, last_success: Option<DateTime<Utc
 
 /// Marks a rule of a replaced config as gone: its info and never-succeeded series 0.
 pub fn retire_rule(config: &Config, rule: &Rule) {
-    let schedule = config.schedule_of(rule);
+    rule_info(config, rule).set(0.0);
+    gauge!("retentiond_rule_never_succeeded", "rule" => rule.name.clone()).set(0.0);
+}
+
+/// The `retentiond_rule_info` series of `rule` under `config`.
+fn rule_info(config: &Config, rule: &Rule) -> metrics::Gauge {
     gauge!("retentiond_rule_info",
         "rule" => rule.name.clone(), "category" => rule.category.clone(), "store" => rule.store.clone(),
-        "action" => rule.action.as_str(), "schedule" => schedule.expr.clone())
-    .set(0.0);
-    gauge!("retentiond_rule_never_succeeded", "rule" => rule.name.clone()).set(0.0);
+        "action" => rule.action.as_str(), "schedule" => config.schedule_of(rule).expr.clone())
 }
 
 /// Sets when `rule` runs next.

@@ -58,11 +58,7 @@ fn dependencies_run_one_way() {
             continue;
         };
         let text = std::fs::read_to_string(f).unwrap();
-        for (i, _) in text.match_indices("crate::") {
-            let used: String = text[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+        for used in crate_paths(&text) {
             let Some(theirs) = layer(&used) else {
                 continue;
             };
@@ -83,15 +79,22 @@ fn dependencies_run_one_way() {
     );
 }
 
+/// The top-level modules that `crate::` paths in `text` name.
+fn crate_paths(text: &str) -> Vec<String> {
+    text.match_indices("crate::")
+        .map(|(i, _)| {
+            text[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn the_check_sees_a_wrong_way_dependency() {
-    // The parsing the test relies on: a `crate::cli` path in a lower layer is found.
-    let text = "use crate::cli::Fail;";
-    let i = text.find("crate::").unwrap();
-    let used: String = text[i + 7..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    assert_eq!(used, "cli");
+    // The parsing the layering test uses finds a `crate::cli` path in a lower layer.
+    let used = crate_paths("use crate::cli::Fail;\nfn f() { crate::store::x(); }");
+    assert_eq!(used, ["cli", "store"]);
     assert!(layer("cli") > layer("preflight"));
 }
