@@ -1,0 +1,210 @@
+//! `hold` and `erase`: legal holds and a subject's erasure.
+
+use super::*;
+
+pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
+    let config = load_config(config_path)?;
+    let audit = connect_audit(&config).await?;
+    audit
+        .migrate()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+    match cmd {
+        HoldCommand::Add {
+            subject,
+            category,
+            reason,
+            expires,
+            actor: who,
+        } => {
+            let target = match (subject, category) {
+                (Some(s), None) => {
+                    let t = HoldTarget::parse_subject(&s).map_err(Fail::usage)?;
+                    if let HoldTarget::Subject { kind, .. } = &t {
+                        if !config
+                            .rules
+                            .iter()
+                            .any(|r| r.subject().is_some_and(|x| &x.kind == kind))
+                        {
+                            eprintln!("warning: no rule has a subject of kind `{kind}`; this hold protects nothing yet");
+                        }
+                    }
+                    t
+                }
+                (None, Some(c)) => {
+                    if !config.categories.contains_key(&c) {
+                        return Err(Fail::usage(format!("unknown category `{c}`")));
+                    }
+                    HoldTarget::Category(c)
+                }
+                _ => return Err(Fail::usage("give exactly one of --subject or --category")),
+            };
+            if reason.trim().is_empty() {
+                return Err(Fail::usage("--reason must not be empty"));
+            }
+            let expires = match expires.as_deref() {
+                Some(s) => Some(db_time(&audit, s).await?),
+                None => None,
+            };
+            let id = audit
+                .add_hold(&target, &reason, &actor(who), expires)
+                .await
+                .map_err(|e| Fail::runtime(format!("failed to place the hold: {e}")))?;
+            println!("hold {id} placed on {target}");
+            report_hold_coverage(&config, &target).await;
+            Ok(Exit::Ok)
+        }
+        HoldCommand::List { all, format } => {
+            let holds = audit
+                .list_holds(all)
+                .await
+                .map_err(|e| Fail::runtime(e.to_string()))?;
+            match format {
+                Format::Json => print_json(&holds),
+                Format::Text => {
+                    let mut table = TextTable::new(&[
+                        ("ID", Align::Right),
+                        ("ON", Align::Left),
+                        ("ACTIVE", Align::Left),
+                        ("PLACED", Align::Left),
+                        ("EXPIRES", Align::Left),
+                        ("BY", Align::Left),
+                        ("REASON", Align::Left),
+                    ]);
+                    for h in &holds {
+                        table.row([
+                            h.id.to_string(),
+                            h.target.to_string(),
+                            (if h.active { "yes" } else { "no" }).to_owned(),
+                            utc(Some(h.created_at)),
+                            utc(h.expires_at),
+                            h.actor.clone(),
+                            h.reason.clone(),
+                        ]);
+                    }
+                    print!("{}", table.render());
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        HoldCommand::Release {
+            id,
+            reason,
+            actor: who,
+        } => {
+            if reason.trim().is_empty() {
+                return Err(Fail::usage("--reason must not be empty"));
+            }
+            audit
+                .release_hold(id, &reason, &actor(who))
+                .await
+                .map_err(|e| match e {
+                    crate::audit::holds::HoldError::Db(db) => Fail::runtime(db),
+                    other => Fail::usage(other),
+                })?;
+            println!("hold {id} released");
+            Ok(Exit::Ok)
+        }
+    }
+}
+/// Says how many rows the new hold covers now, per table rule; warns about rules whose
+/// subject column cannot hold the id. Counting is best-effort: the hold is placed.
+async fn report_hold_coverage(config: &Config, target: &HoldTarget) {
+    let rules: Vec<&Rule> = config
+        .rules
+        .iter()
+        .filter(|r| match target {
+            HoldTarget::Subject { kind, .. } => r.subject().is_some_and(|s| &s.kind == kind),
+            HoldTarget::Category(c) => &r.category == c,
+        })
+        .collect();
+    let stores = match connect_stores(config, &rules).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot count the records the hold covers: {}",
+                e.message
+            );
+            return;
+        }
+    };
+    let mut total = 0u64;
+    for rule in rules {
+        let crate::config::Target::Table(t) = &rule.target else {
+            continue;
+        };
+        let Some(pg) = stores.pg.get(&rule.store) else {
+            continue;
+        };
+        match crate::sweep::count_covered(pg, t, target).await {
+            Ok(n) => {
+                total += n;
+                println!(
+                    "  rule {}: {n} record(s) of {} covered now",
+                    rule.name, t.table
+                );
+            }
+            Err(e) => eprintln!("warning: rule {}: {e}", rule.name),
+        }
+    }
+    println!("the hold covers {total} record(s) in tables now");
+}
+pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
+    let target = HoldTarget::parse_subject(&a.subject).map_err(Fail::usage)?;
+    let HoldTarget::Subject { kind, id } = target else {
+        unreachable!("parse_subject returns a subject")
+    };
+    let config = load_config(config_path)?;
+    let rules: Vec<String> = config
+        .rules
+        .iter()
+        .filter(|r| r.enabled && r.subject().is_some_and(|s| s.kind == kind))
+        .map(|r| r.name.clone())
+        .collect();
+    if rules.is_empty() {
+        return Err(Fail::usage(format!(
+            "no rule has a subject of kind `{kind}`"
+        )));
+    }
+    let key = std::env::var(&config.hmac_key_env).unwrap_or_default();
+    if key.is_empty() {
+        return Err(Fail::usage(format!(
+            "erase stores the subject only as a keyed hash: set the key in {} ([anonymise] hmac_key_env)",
+            config.hmac_key_env
+        )));
+    }
+    let (engine, names, pf) = prepare(config_path, &rules, &[]).await?;
+    // The id is compared in each subject column's own type: one that no value of a
+    // column can equal is a mistake in the request, not a subject without data.
+    for name in &names {
+        if let (Some(crate::preflight::Prepared::Table(p)), Some(rule)) =
+            (pf.prepared.get(name), engine.config.rule(name))
+        {
+            if let Some(subject) = rule.subject() {
+                let ty = crate::store::pg_sql::SubjectType::of(
+                    &p.info.columns[subject.column.as_str()].type_name,
+                );
+                ty.normalise(&id)
+                    .map_err(|e| Fail::usage(format!("rule {name}: subject {e}")))?;
+            }
+        }
+    }
+    cancel_on_signal(engine.shutdown.clone());
+    let outcome = engine
+        .erase(
+            &names,
+            &kind,
+            &id,
+            if a.dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Enforce
+            },
+            &actor(a.actor),
+            &pf,
+        )
+        .await?;
+    print_run(&engine, &outcome.report, a.format, a.show_samples);
+    // An erasure has no max_delete guard: never refused.
+    Ok(Exit::from(outcome.verdict()))
+}
