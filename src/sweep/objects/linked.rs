@@ -22,19 +22,16 @@ pub(crate) async fn run_linked(
     let s3 = rr.engine.stores.s3(&objects.store).clone();
     let bucket = scope.p.objects_bucket.unwrap_or_default();
     if let Err(e) = with_retry(|| pg.execute_script(PENDING_DDL)).await {
-        fail(
-            rr,
-            format!(
-                "cannot create the queue of objects to delete: {}",
-                db_message(&e)
-            ),
-        );
+        rr.fail(format!(
+            "cannot create the queue of objects to delete: {}",
+            db_message(&e)
+        ));
         return false;
     }
     let refs = match References::load(rr.engine, &objects.store).await {
         Ok(r) => r,
         Err(e) => {
-            fail(rr, e);
+            rr.fail(e);
             return false;
         }
     };

@@ -39,22 +39,22 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
         Some(t) => t,
         None => match rr.engine.audit.now().await {
             Ok(n) => n,
-            Err(e) => return fail(rr, format!("cannot read the clock: {e}")),
+            Err(e) => return rr.fail(format!("cannot read the clock: {e}")),
         },
     };
     let category = rr.engine.config.category_of(rr.rule).clone();
     let Some(cutoff) = super::decide::cutoff(now, &rr.rule.retain, category.min_retain.as_ref())
     else {
-        return fail(rr, "the cutoff is out of range");
+        return rr.fail("the cutoff is out of range");
     };
     rr.report.cutoff = Some(cutoff);
     let category_hold = match rr.engine.audit.category_hold(&rr.rule.category).await {
         Ok(h) => h,
-        Err(e) => return fail(rr, format!("cannot read holds: {e}")),
+        Err(e) => return rr.fail(format!("cannot read holds: {e}")),
     };
     let refs = match References::load(rr.engine, &rr.rule.store).await {
         Ok(r) => r,
-        Err(e) => return fail(rr, e),
+        Err(e) => return rr.fail(e),
     };
     rr.report
         .details
@@ -70,7 +70,7 @@ pub(crate) async fn run_prefix(rr: &mut RuleRun<'_>, p: &PrefixTarget, bucket: B
     if count_first {
         let mut totals = Tally::default();
         if let Err(e) = walk(rr, &s3, p, bucket, cutoff, &refs, true, &mut totals).await {
-            return fail(rr, e);
+            return rr.fail(e);
         }
         rr.report.samples = totals.samples.clone();
         if let Some(o) = totals.oldest {
@@ -424,9 +424,4 @@ fn key_ref(rr: &RuleRun<'_>, key: &str) -> String {
             &hex::encode(Sha256::digest(key.as_bytes()))[..16]
         )
     }
-}
-
-fn fail(rr: &mut RuleRun<'_>, message: impl std::fmt::Display) {
-    rr.report.status = Status::Failed;
-    rr.error(message);
 }

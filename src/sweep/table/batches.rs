@@ -51,12 +51,7 @@ impl Batches {
             }
             Err(e) => {
                 self.guard.leave().await;
-                rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                    Status::Partial
-                } else {
-                    Status::Failed
-                };
-                rr.error(format!("cannot read holds: {}", db_message(&e)));
+                rr.stop(format!("cannot read holds: {}", db_message(&e)));
                 None
             }
         }
@@ -323,12 +318,7 @@ pub(super) async fn run_table(
         };
         if let Batch::Pages { from, .. } = batch {
             if let Err(e) = run.before_page_batch(pg, from).await {
-                rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                    Status::Partial
-                } else {
-                    Status::Failed
-                };
-                rr.error(format!(
+                rr.stop(format!(
                     "cannot read the server's start time: {}",
                     db_message(&e)
                 ));
@@ -349,12 +339,7 @@ pub(super) async fn run_table(
         let done = match result {
             Ok(d) => d,
             Err(e) => {
-                rr.report.status = if rr.report.deleted + rr.report.anonymised > 0 {
-                    Status::Partial
-                } else {
-                    Status::Failed
-                };
-                rr.error(format!("batch on {table} failed: {}", error_ref(&e)));
+                rr.stop(format!("batch on {table} failed: {}", error_ref(&e)));
                 return false;
             }
         };

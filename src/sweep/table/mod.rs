@@ -107,7 +107,7 @@ pub(crate) async fn run<'r>(rr: &mut RuleRun<'r>, t: &'r TableTarget, p: &'r Pre
     };
     let start_holds = match rr.engine.audit.holds_now().await {
         Ok(h) => scope.holds(&h, &rr.rule.category),
-        Err(e) => return fail(rr, format!("cannot read holds: {}", db_message(&e))),
+        Err(e) => return rr.fail(format!("cannot read holds: {}", db_message(&e))),
     };
     let mut tables = p.info.work_tables(&t.table);
 
@@ -148,10 +148,10 @@ async fn scope_of<'a>(
         None => match with_retry(|| pg.now()).await {
             Ok(n) => n,
             Err(e) => {
-                fail(
-                    rr,
-                    format!("cannot read the database clock: {}", db_message(&e)),
-                );
+                rr.fail(format!(
+                    "cannot read the database clock: {}",
+                    db_message(&e)
+                ));
                 return None;
             }
         },
@@ -163,7 +163,7 @@ async fn scope_of<'a>(
         None => match decide::cutoff(now, &rr.rule.retain, category.min_retain.as_ref()) {
             Some(c) => Some(c),
             None => {
-                fail(rr, "the cutoff is out of range");
+                rr.fail("the cutoff is out of range");
                 return None;
             }
         },
@@ -172,7 +172,7 @@ async fn scope_of<'a>(
             Some(f) => match f.before(now) {
                 Some(c) => Some(c),
                 None => {
-                    fail(rr, "the floor's cutoff is out of range");
+                    rr.fail("the floor's cutoff is out of range");
                     return None;
                 }
             },
@@ -182,7 +182,7 @@ async fn scope_of<'a>(
     let protection = match Protection::new(config, rr.rule, t, &p.info) {
         Ok(pr) => pr,
         Err(e) => {
-            fail(rr, e);
+            rr.fail(e);
             return None;
         }
     };
@@ -190,7 +190,7 @@ async fn scope_of<'a>(
         Some((_, id)) => match protection.own_subject_type().normalise(id) {
             Ok(v) => Some(v),
             Err(e) => {
-                fail(rr, format!("subject {e}"));
+                rr.fail(format!("subject {e}"));
                 return None;
             }
         },
@@ -219,10 +219,7 @@ async fn count_and_guard(
     let counted = match count_all(pg, scope, tables, start_holds, true).await {
         Ok(c) => c,
         Err(e) => {
-            fail(
-                rr,
-                format!("counting due records failed: {}", error_ref(&e)),
-            );
+            rr.fail(format!("counting due records failed: {}", error_ref(&e)));
             return Next::Stop;
         }
     };
@@ -243,7 +240,7 @@ async fn count_and_guard(
         let total = match with_retry(|| total_rows(pg, &t.table)).await {
             Ok(n) => n,
             Err(e) => {
-                fail(rr, format!("counting the table failed: {}", db_message(&e)));
+                rr.fail(format!("counting the table failed: {}", db_message(&e)));
                 return Next::Stop;
             }
         };
@@ -411,9 +408,4 @@ async fn finish(
             rr.report.details.insert("analyzed".into(), true.into());
         }
     }
-}
-
-fn fail(rr: &mut RuleRun<'_>, message: impl std::fmt::Display) {
-    rr.report.status = Status::Failed;
-    rr.error(message);
 }
