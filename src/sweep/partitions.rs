@@ -25,23 +25,68 @@ pub(crate) async fn remove_expired(
     scope: &Scope<'_>,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Vec<TableName> {
-    let (t, p) = (scope.t, scope.p);
-    let Some(mode) = &t.partitions else {
+    let Some(mode) = &scope.t.partitions else {
         return Vec::new();
     };
-    if p.info.relkind != "p" {
+    let Some(leaves) = leaves_of(rr, pg, scope).await else {
         return Vec::new();
+    };
+    let mut found = expired(rr, pg, scope, leaves, cutoff).await;
+    let mut gone = Vec::new();
+    if rr.mode == Mode::Enforce {
+        finish_left_over(rr, pg, &scope.t.table, mode, &mut gone).await;
+        if let Err(e) = pg.execute_script(sql::DETACHING_DDL).await {
+            partial(rr);
+            rr.error(format!(
+                "cannot create the record of partitions being detached: {}",
+                db_message(&e)
+            ));
+            found.eligible.clear();
+        }
+        detach_each(rr, pg, scope, mode, &mut found, &mut gone).await;
+    }
+    let key = match mode {
+        PartitionMode::Drop => "partitions_dropped",
+        PartitionMode::Detach => "partitions_detached",
+        PartitionMode::Archive(_) => "partitions_archived",
+    };
+    if rr.mode == Mode::DryRun {
+        rr.report
+            .details
+            .insert("partitions_due".into(), found.due.into());
+    } else {
+        let names: Vec<String> = gone.iter().map(ToString::to_string).collect();
+        rr.report.details.insert(key.into(), names.into());
+    }
+    if !found.blocked.is_empty() {
+        rr.report
+            .details
+            .insert("partitions_kept_for_holds".into(), found.blocked.into());
+    }
+    gone
+}
+
+/// `(schema, name, bound, directly under the parent)` of every leaf, when whole leaves
+/// can go: a partitioned table, RANGE-partitioned on the age column alone, and a rule
+/// without a filter. `None` (with a note why) when the rule sweeps row by row.
+async fn leaves_of(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+) -> Option<Vec<sqlx::postgres::PgRow>> {
+    let (t, p) = (scope.t, scope.p);
+    if p.info.relkind != "p" {
+        return None;
     }
     if t.filter.is_some() {
         note(
             rr,
             "the rule has a filter, so partitions are swept row by row",
         );
-        return Vec::new();
+        return None;
     }
-    let oid = || vec![Param::BigInt(p.info.oid)];
     let partkey: Option<String> = pg
-        .fetch_one(&st(sql::PARTKEY, oid()))
+        .fetch_one(&st(sql::PARTKEY, vec![Param::BigInt(p.info.oid)]))
         .await
         .and_then(|r| r.try_get(0))
         .ok()
@@ -51,24 +96,48 @@ pub(crate) async fn remove_expired(
         .is_some_and(|k| sql::keyed_on(k, &t.age_column))
     {
         note(rr, "the table is not RANGE-partitioned on the age column alone, so partitions are swept row by row");
-        return Vec::new();
+        return None;
     }
-    let leaves = match pg.fetch_all(&st(sql::LEAVES, oid())).await {
-        Ok(rows) => rows,
+    match pg
+        .fetch_all(&st(sql::LEAVES, vec![Param::BigInt(p.info.oid)]))
+        .await
+    {
+        Ok(rows) => Some(rows),
         Err(e) => {
             rr.error(format!("cannot list partitions: {}", db_message(&e)));
-            return Vec::new();
+            None
         }
-    };
+    }
+}
+
+/// The leaves past the cutoff.
+struct Expired {
+    /// Leaves an enforcing run may detach (each checked again under the holds lock).
+    eligible: Vec<TableName>,
+    /// Names of the leaves that are due.
+    due: Vec<String>,
+    /// Names of the leaves a held or kept row keeps whole.
+    blocked: Vec<String>,
+}
+
+/// The direct leaves whose upper bound is at or before the cutoff. In a dry-run, a row
+/// held or kept by another rule keeps the whole leaf (an enforcing run checks again
+/// under the holds lock, right before detaching).
+async fn expired(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    leaves: Vec<sqlx::postgres::PgRow>,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Expired {
+    let (t, p) = (scope.t, scope.p);
     let age_type = p.info.columns[t.age_column.as_str()].type_name.clone();
     let cutoff_param = p.age_kind.cutoff_param(cutoff);
-    let has_default: bool = pg
-        .fetch_one(&st(sql::HAS_DEFAULT, oid()))
-        .await
-        .and_then(|r| r.try_get(0))
-        .unwrap_or(true);
-    let (mut gone, mut blocked, mut due_names) = (Vec::new(), Vec::new(), Vec::new());
-    let mut eligible = Vec::new();
+    let mut found = Expired {
+        eligible: Vec::new(),
+        due: Vec::new(),
+        blocked: Vec::new(),
+    };
     for row in leaves {
         let leaf = TableName {
             schema: Ident::from_catalog(row.get::<String, _>(0)),
@@ -85,8 +154,9 @@ pub(crate) async fn remove_expired(
         };
         let check = sql::bound_before_cutoff(&age_type);
         let q = st(&check, vec![Param::Text(upper), cutoff_param.clone()]);
-        let expired: bool = match pg.fetch_one(&q).await.and_then(|r| r.try_get(0)) {
-            Ok(v) => v,
+        match pg.fetch_one(&q).await.and_then(|r| r.try_get(0)) {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 rr.error(format!(
                     "cannot compare the bound of {leaf}: {}",
@@ -94,12 +164,7 @@ pub(crate) async fn remove_expired(
                 ));
                 continue;
             }
-        };
-        if !expired {
-            continue;
         }
-        // In a dry-run, a row held or kept by another rule keeps the whole partition
-        // (an enforcing run checks again under the holds lock, right before detaching).
         if rr.mode == Mode::DryRun {
             let holds = match rr.engine.audit.holds_now().await {
                 Ok(h) => scope.holds(&h, &rr.rule.category),
@@ -109,44 +174,42 @@ pub(crate) async fn remove_expired(
                 }
             };
             match kept_rows(pg, scope, &leaf, &holds).await {
-                Ok(0) => {}
-                Ok(_) => {
-                    blocked.push(leaf.to_string());
-                    continue;
-                }
-                Err(e) => {
-                    rr.error(format!(
-                        "cannot check holds in {leaf}: {}",
-                        super::table::error_ref(&e)
-                    ));
-                    continue;
-                }
+                Ok(0) => found.due.push(leaf.to_string()),
+                Ok(_) => found.blocked.push(leaf.to_string()),
+                Err(e) => rr.error(format!(
+                    "cannot check holds in {leaf}: {}",
+                    super::table::error_ref(&e)
+                )),
             }
-        }
-        due_names.push(leaf.to_string());
-        if rr.mode == Mode::DryRun {
             continue;
         }
-        eligible.push(leaf);
+        found.due.push(leaf.to_string());
+        found.eligible.push(leaf);
     }
-    if rr.mode == Mode::Enforce {
-        finish_left_over(rr, pg, &t.table, mode, &mut gone).await;
-        if let Err(e) = pg.execute_script(sql::DETACHING_DDL).await {
-            partial(rr);
-            rr.error(format!(
-                "cannot create the record of partitions being detached: {}",
-                db_message(&e)
-            ));
-            eligible.clear();
-        }
-    }
-    // Each leaf is recorded, detached, then counted (no row can arrive once it is
-    // detached), then dropped, kept or archived, and its record removed: a crash in
-    // between leaves the record, and the next run finishes the leaf. Counting the next
-    // leaf overlaps removing the previous one.
+    found
+}
+
+/// Each leaf is recorded, detached, then counted (no row can arrive once it is
+/// detached), then dropped, kept or archived, and its record removed: a crash in
+/// between leaves the record, and the next run finishes the leaf. Counting the next
+/// leaf overlaps removing the previous one.
+async fn detach_each(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    mode: &PartitionMode,
+    found: &mut Expired,
+    gone: &mut Vec<TableName>,
+) {
+    let t = scope.t;
+    let has_default: bool = pg
+        .fetch_one(&st(sql::HAS_DEFAULT, vec![Param::BigInt(scope.p.info.oid)]))
+        .await
+        .and_then(|r| r.try_get(0))
+        .unwrap_or(true);
     let mut pending: Option<(TableName, tokio::task::JoinHandle<Result<u64, sqlx::Error>>)> = None;
     let mut guard = rr.hold_guard();
-    for leaf in eligible {
+    for leaf in std::mem::take(&mut found.eligible) {
         if rr.cancelled() {
             break;
         }
@@ -168,8 +231,8 @@ pub(crate) async fn remove_expired(
             Ok(0) => {}
             Ok(_) => {
                 guard.leave().await;
-                due_names.retain(|n| *n != leaf.to_string());
-                blocked.push(leaf.to_string());
+                found.due.retain(|n| *n != leaf.to_string());
+                found.blocked.push(leaf.to_string());
                 continue;
             }
             Err(e) => {
@@ -210,31 +273,12 @@ pub(crate) async fn remove_expired(
         }
         let counting = count_in_background(pg, &leaf);
         if let Some((prev, counted)) = pending.replace((leaf, counting)) {
-            finish(rr, pg, &t.table, prev, counted, mode, &mut gone).await;
+            finish(rr, pg, &t.table, prev, counted, mode, gone).await;
         }
     }
     if let Some((prev, counted)) = pending.take() {
-        finish(rr, pg, &t.table, prev, counted, mode, &mut gone).await;
+        finish(rr, pg, &t.table, prev, counted, mode, gone).await;
     }
-    let key = match mode {
-        PartitionMode::Drop => "partitions_dropped",
-        PartitionMode::Detach => "partitions_detached",
-        PartitionMode::Archive(_) => "partitions_archived",
-    };
-    if rr.mode == Mode::DryRun {
-        rr.report
-            .details
-            .insert("partitions_due".into(), due_names.into());
-    } else {
-        let names: Vec<String> = gone.iter().map(ToString::to_string).collect();
-        rr.report.details.insert(key.into(), names.into());
-    }
-    if !blocked.is_empty() {
-        rr.report
-            .details
-            .insert("partitions_kept_for_holds".into(), blocked.into());
-    }
-    gone
 }
 
 /// Rows of `leaf` that are held, or kept by another rule on the table.

@@ -262,7 +262,7 @@ pub(super) async fn run_table(
     // The walk follows where the due rows lie. Other rules' keep conditions only take
     // rows out, and they skew the planner's estimate of how many are due (measured: the
     // P1 table then chose the index walk in three runs of five, at twice the time).
-    let mut walk = { choose_walk(pg, &scope.selection(table, &NO_HOLDS, &[])).await };
+    let walk = choose_walk(pg, &scope.selection(table, &NO_HOLDS, &[])).await;
     let walk_name = match walk {
         Walk::Index => "index",
         Walk::Pages { pages, .. } => {
@@ -273,95 +273,147 @@ pub(super) async fn run_table(
     rr.report
         .details
         .insert("batch_walk".into(), walk_name.into());
-    // A row the application updates during the walk may move to a page past the
-    // end the walk started with: the walk goes once more over the pages added since.
-    let mut second_lap = false;
-    let action = rr.rule.action;
-    let mut next_page = 0u64;
+    let mut cursor = Cursor {
+        walk,
+        next_page: 0,
+        second_lap: false,
+    };
     loop {
         if rr.cancelled() {
             rr.report.status = Status::Interrupted;
             return false;
         }
-        let batch = match walk {
-            Walk::Index => Batch::First(i64::from(run.size)),
-            Walk::Pages {
-                pages,
-                rows_per_page,
-            } => {
-                if next_page >= pages && !second_lap {
-                    second_lap = true;
-                    if let Ok((now_pages, ..)) = heap_shape(pg, table).await {
-                        walk = Walk::Pages {
-                            pages: now_pages,
-                            rows_per_page,
-                        };
-                        continue;
-                    }
-                }
-                if next_page >= pages {
-                    match run.confirm(rr, pg, scope, table, true).await {
-                        Ok(None) => return true,
-                        Ok(Some(back)) => {
-                            next_page = back;
-                            continue;
-                        }
-                        Err(()) => return false,
-                    }
-                }
-                Batch::Pages {
-                    from: next_page,
-                    to: (next_page + decide::pages_for(run.size, rows_per_page)).min(pages),
-                    skip_locked: false,
-                }
-            }
+        let batch = match cursor.next(rr, pg, scope, table, run).await {
+            Step::Batch(b) => b,
+            Step::Again => continue,
+            Step::Done => return true,
+            Step::Stop => return false,
         };
-        if let Batch::Pages { from, .. } = batch {
-            if let Err(e) = run.before_page_batch(pg, from).await {
-                rr.stop(format!(
-                    "cannot read the server's start time: {}",
-                    db_message(&e)
-                ));
-                return false;
-            }
-        }
-        let Some(holds) = run.enter(rr, scope).await else {
+        let Some(taken) = run_one(rr, pg, scope, table, &hmac, run, &batch).await else {
             return false;
         };
-        let selection = scope.selection(table, &holds, &run.skip);
-        let statement = |b: &Batch| match action {
-            Action::Delete => selection.delete_batch(b),
-            Action::Anonymise => selection.anonymise_batch(b, hmac.clone(), &hmac_names()),
-        };
-        let started = Instant::now();
-        let result = run_split(pg, &selection, &batch, &statement, false, run.sizing.target).await;
-        run.guard.leave().await;
-        let done = match result {
-            Ok(d) => d,
-            Err(e) => {
-                rr.stop(format!("batch on {table} failed: {}", error_ref(&e)));
-                return false;
-            }
-        };
-        let elapsed = started.elapsed();
-        let taken = done.changed + done.bad.len() as u64;
-        debug!(table = %table, rows = done.changed, bad = done.bad.len(), batch_size = run.size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
-        if let (Batch::Pages { to, .. }, Some(u)) = (&batch, run.unconfirmed.as_mut()) {
-            u.to = *to;
-            u.rows += done.changed;
-        }
-        run.done(rr, done, elapsed).await;
         match batch {
             Batch::First(limit) if taken < limit as u64 => return true,
-            Batch::Pages { to, .. } => next_page = to,
+            Batch::Pages { to, .. } => cursor.next_page = to,
             _ => {}
         }
         if run.unconfirmed.is_some() && progress_due(rr) {
             match run.confirm(rr, pg, scope, table, true).await {
                 Ok(None) => {}
-                Ok(Some(back)) => next_page = back,
+                Ok(Some(back)) => cursor.next_page = back,
                 Err(()) => return false,
             }
         }
     }
+}
+
+/// Where the batches of one table are: the walk, and for a page walk the next page.
+struct Cursor {
+    walk: Walk,
+    next_page: u64,
+    /// A row the application updates during the walk may move to a page past the end
+    /// the walk started with: the walk goes once more over the pages added since.
+    second_lap: bool,
+}
+
+/// What the cursor says to do next.
+enum Step {
+    Batch(Batch),
+    /// The cursor moved (a second lap, pages to walk again): ask again.
+    Again,
+    /// Every due row of the table is done.
+    Done,
+    /// The rule must stop (recorded why).
+    Stop,
+}
+
+impl Cursor {
+    async fn next(
+        &mut self,
+        rr: &mut RuleRun<'_>,
+        pg: &PgStore,
+        scope: &Scope<'_>,
+        table: &TableName,
+        run: &mut Batches,
+    ) -> Step {
+        let Walk::Pages {
+            pages,
+            rows_per_page,
+        } = self.walk
+        else {
+            return Step::Batch(Batch::First(i64::from(run.size)));
+        };
+        if self.next_page >= pages && !self.second_lap {
+            self.second_lap = true;
+            if let Ok((now_pages, ..)) = heap_shape(pg, table).await {
+                self.walk = Walk::Pages {
+                    pages: now_pages,
+                    rows_per_page,
+                };
+                return Step::Again;
+            }
+        }
+        if self.next_page >= pages {
+            return match run.confirm(rr, pg, scope, table, true).await {
+                Ok(None) => Step::Done,
+                Ok(Some(back)) => {
+                    self.next_page = back;
+                    Step::Again
+                }
+                Err(()) => Step::Stop,
+            };
+        }
+        Step::Batch(Batch::Pages {
+            from: self.next_page,
+            to: (self.next_page + decide::pages_for(run.size, rows_per_page)).min(pages),
+            skip_locked: false,
+        })
+    }
+}
+
+/// Runs one batch under the holds lock and counts it. Returns the rows it took (changed
+/// or found unchangeable), or `None` (after recording why) when the rule must stop.
+async fn run_one(
+    rr: &mut RuleRun<'_>,
+    pg: &PgStore,
+    scope: &Scope<'_>,
+    table: &TableName,
+    hmac: &Option<(Vec<u8>, Vec<u8>)>,
+    run: &mut Batches,
+    batch: &Batch,
+) -> Option<u64> {
+    if let Batch::Pages { from, .. } = batch {
+        if let Err(e) = run.before_page_batch(pg, *from).await {
+            rr.stop(format!(
+                "cannot read the server's start time: {}",
+                db_message(&e)
+            ));
+            return None;
+        }
+    }
+    let holds = run.enter(rr, scope).await?;
+    let selection = scope.selection(table, &holds, &run.skip);
+    let statement = |b: &Batch| match rr.rule.action {
+        Action::Delete => selection.delete_batch(b),
+        Action::Anonymise => selection.anonymise_batch(b, hmac.clone(), &hmac_names()),
+    };
+    let started = Instant::now();
+    let result = run_split(pg, &selection, batch, &statement, false, run.sizing.target).await;
+    run.guard.leave().await;
+    let done = match result {
+        Ok(d) => d,
+        Err(e) => {
+            rr.stop(format!("batch on {table} failed: {}", error_ref(&e)));
+            return None;
+        }
+    };
+    let elapsed = started.elapsed();
+    debug!(table = %table, rows = done.changed, bad = done.bad.len(), batch_size = run.size, elapsed_ms = elapsed.as_millis() as u64, "batch done");
+    if let (Batch::Pages { to, .. }, Some(u)) = (batch, run.unconfirmed.as_mut()) {
+        u.to = *to;
+        u.rows += done.changed;
+    }
+    let taken = done.changed + done.bad.len() as u64;
+    run.done(rr, done, elapsed).await;
+    Some(taken)
 }
