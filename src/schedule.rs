@@ -319,21 +319,7 @@ pub async fn run_daemon(
         Some(g) => Period::parse(g).map_err(Error::usage)?.as_std(),
         None => loaded.engine.config.daemon.grace_period,
     };
-    loaded
-        .engine
-        .audit
-        .migrate()
-        .await
-        .map_err(|e| Error::unavailable(format!("failed to apply audit migrations: {e}")))?;
-    for run in loaded
-        .engine
-        .audit
-        .recover_interrupted()
-        .await
-        .map_err(|e| Error::unavailable(e.to_string()))?
-    {
-        warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
-    }
+    crate::startup::migrate_and_recover(&loaded.engine.audit).await?;
     let metrics = crate::http::install_metrics().map_err(Error::unavailable)?;
     let daemon = Arc::new(Daemon {
         loaded: RwLock::new(Arc::new(loaded)),

@@ -112,3 +112,32 @@ pub fn store_fail(e: crate::store::StoreError) -> Error {
         crate::store::StoreError::Connect { .. } => Error::unavailable(e),
     }
 }
+
+/// Connects the audit store and applies its migrations: what commands that only read or
+/// write the trail (`hold`, `migrate`) need.
+pub async fn migrated_audit(config: &Config) -> Result<Audit, Error> {
+    let audit = connect_audit(config).await?;
+    migrate(&audit).await?;
+    Ok(audit)
+}
+
+/// Applies the audit migrations, then seals as `interrupted` every run a stopped process
+/// left `running` (logged, one line each): before a command or the daemon runs rules.
+pub async fn migrate_and_recover(audit: &Audit) -> Result<(), Error> {
+    migrate(audit).await?;
+    let recovered = audit
+        .recover_interrupted()
+        .await
+        .map_err(|e| Error::unavailable(format!("failed to recover interrupted runs: {e}")))?;
+    for run in recovered {
+        tracing::warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
+    }
+    Ok(())
+}
+
+async fn migrate(audit: &Audit) -> Result<(), Error> {
+    audit
+        .migrate()
+        .await
+        .map_err(|e| Error::unavailable(format!("failed to apply audit migrations: {e}")))
+}

@@ -98,19 +98,7 @@ pub(crate) async fn prepare(
     if !pf.ok() {
         return Err(pf.failure().into());
     }
-    engine
-        .audit
-        .migrate()
-        .await
-        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
-    for run in engine
-        .audit
-        .recover_interrupted()
-        .await
-        .map_err(|e| Fail::runtime(format!("failed to recover interrupted runs: {e}")))?
-    {
-        tracing::warn!(run_id = %run, "an earlier run was left running by a stopped process; recorded as interrupted");
-    }
+    startup::migrate_and_recover(&engine.audit).await?;
     Ok((engine, names, pf))
 }
 
@@ -207,11 +195,7 @@ pub fn policy(config_path: &Path, a: PolicyArgs) -> CmdResult {
 
 pub async fn migrate(config_path: &Path) -> CmdResult {
     let config = load_config(config_path)?;
-    let audit = connect_audit(&config).await?;
-    audit
-        .migrate()
-        .await
-        .map_err(|e| Fail::runtime(format!("failed to apply audit migrations: {e}")))?;
+    startup::migrated_audit(&config).await?;
     println!("audit schema `retentiond` is up to date");
     Ok(Exit::Ok)
 }
