@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::config::{Action, Config, Period, Target};
+use crate::config::{Action, Age, Config, Period, Target};
 
 /// One line of the schedule.
 #[derive(Debug, Clone, Serialize)]
@@ -72,9 +72,12 @@ pub fn rows(config: &Config) -> Vec<PolicyRow> {
             let c = config.category_of(r);
             let (period, action) = match &r.target {
                 Target::Table(t) => {
-                    let when = match t.age_column.as_str() {
-                        "created_at" | "created" | "inserted_at" => String::new(),
-                        col => format!(" after `{col}`"),
+                    let when = match &t.age {
+                        Age::Event(e) => format!(" after {}", e.description),
+                        Age::Column(c) => match c.as_str() {
+                            "created_at" | "created" | "inserted_at" => String::new(),
+                            col => format!(" after `{col}`"),
+                        },
                     };
                     let action = match r.action {
                         Action::Delete if t.objects.is_some() => {

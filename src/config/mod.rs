@@ -32,8 +32,8 @@ pub use zone::{naive_cutoff, parse_zone};
 use raw::*;
 
 pub use rule::{
-    Action, AgeFormat, MaxDelete, Objects, PartitionMode, PrefixTarget, Rule, Subject, TableTarget,
-    Target, Versions,
+    Action, Age, AgeFormat, EventAge, MaxDelete, Objects, PartitionMode, PrefixTarget, Rule,
+    Subject, TableTarget, Target, Versions,
 };
 
 /// Default batch size when `[daemon] batch_size` is not set.
@@ -69,8 +69,25 @@ pub struct Config {
     pub stores: BTreeMap<String, StoreConfig>,
     /// `[categories.*]` by name.
     pub categories: BTreeMap<String, Category>,
+    /// `[events.*]` by name.
+    pub events: BTreeMap<String, Event>,
     /// `[[rules]]` in file order.
     pub rules: Vec<Rule>,
+}
+
+/// `[events.NAME]`: a table that records when something happened to a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The postgres store of the table.
+    pub store: String,
+    /// The table.
+    pub table: TableName,
+    /// Whose event it is: the subject kind and the column holding its id.
+    pub subject: Subject,
+    /// When it happened; NULL while it has not.
+    pub at_column: Ident,
+    /// How the policy states it (default: the event's name).
+    pub description: String,
 }
 
 /// `[daemon]`.

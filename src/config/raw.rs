@@ -22,7 +22,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub categories: BTreeMap<String, RawCategory>,
     #[serde(default)]
+    pub events: BTreeMap<String, RawEvent>,
+    #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+/// `[events.NAME]`: when something happens to a subject (an account closes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvent {
+    pub store: String,
+    pub table: String,
+    pub subject: RawSubject,
+    pub at_column: String,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +165,7 @@ pub struct RawRule {
     // Table rules.
     pub table: Option<String>,
     pub age_column: Option<String>,
+    pub after_event: Option<String>,
     pub age_format: Option<RawAgeFormat>,
     pub age_timezone: Option<String>,
     pub filter: Option<String>,

@@ -86,8 +86,8 @@ pub enum PartitionMode {
 pub struct TableTarget {
     /// The table.
     pub table: TableName,
-    /// The age column.
-    pub age_column: Ident,
+    /// What a row's age is measured from: its own column, or its subject's event.
+    pub age: Age,
     /// How the age column stores time.
     pub age_format: AgeFormat,
     /// The zone `timestamp` and `date` age values are local time of (`age_timezone`);
@@ -107,6 +107,44 @@ pub struct TableTarget {
     /// Run `ANALYZE` after a large delete.
     pub vacuum_analyze: bool,
 }
+
+/// What a table rule's clock starts at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Age {
+    /// The row's own column (`age_column`).
+    Column(Ident),
+    /// The time its subject's event happened (`after_event`): a row is due when the
+    /// event happened more than `retain` ago, never while it has not happened.
+    Event(Box<EventAge>),
+}
+
+/// An `after_event` rule's event, resolved against `[events]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAge {
+    /// The event's name (`[events.NAME]`).
+    pub event: String,
+    /// The table that records it, in the rule's store.
+    pub table: TableName,
+    /// Its subject column, matched with the rule's subject column.
+    pub key: Ident,
+    /// The rule's subject column.
+    pub subject: Ident,
+    /// When it happened (timestamp with time zone); NULL while it has not.
+    pub at: Ident,
+    /// How the policy states it, e.g. "account closure".
+    pub description: String,
+}
+
+impl TableTarget {
+    /// The age column of a rule that ages rows by their own column.
+    pub fn age_column(&self) -> Option<&Ident> {
+        match &self.age {
+            Age::Column(c) => Some(c),
+            Age::Event(_) => None,
+        }
+    }
+}
+
 /// Which object versions a prefix rule removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versions {
@@ -170,6 +208,17 @@ impl Rule {
                 Some(StoreConfig::S3(s)) => format!("s3://{}/{}", s.bucket, p.prefix),
                 _ => p.prefix.clone(),
             },
+        }
+    }
+
+    /// `retain`, with what an `after_event` rule counts it from: `30d after account
+    /// closure`.
+    pub fn retention(&self) -> String {
+        match &self.target {
+            Target::Table(TableTarget {
+                age: Age::Event(e), ..
+            }) => format!("{} after {}", self.retain, e.description),
+            _ => self.retain.to_string(),
         }
     }
 

@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::logging::ParameterLogging;
 use super::{db_message, Finding, Outage, Prepared, PreparedTable, Refusal};
 use crate::anonymise::ColumnSql;
-use crate::config::{Config, Ident, PartitionMode, Rule, TableTarget, Target};
+use crate::config::{Age, Config, EventAge, Ident, PartitionMode, Rule, TableTarget, Target};
 use crate::store::pg_sql::{self, AgeKind};
 use crate::store::postgres::{ColumnInfo, TableInfo};
 use crate::store::s3::BucketInfo;
@@ -106,17 +106,21 @@ async fn check_age(
     info: &TableInfo,
     warnings: &mut Vec<Finding>,
 ) -> Result<AgeKind, Refusal> {
-    let age = column(info, t, &t.age_column)?;
+    let age_column = match &t.age {
+        Age::Column(c) => c,
+        Age::Event(e) => return check_event(pg, rule, t, e, info, warnings).await,
+    };
+    let age = column(info, t, age_column)?;
     let age_kind = AgeKind::resolve(&age.type_name, t.age_format, t.age_timezone)
-        .map_err(|m| format!("{}: {m}", t.age_column))?;
+        .map_err(|m| format!("{age_column}: {m}"))?;
     let zone_note = match (age_kind, t.age_timezone) {
         (AgeKind::Timestamp(_) | AgeKind::Date(_), None) => Some(format!(
             "age column {} is {}, which holds no time zone: its values are read as UTC. If they are local time, set age_timezone = \"<IANA zone>\" (e.g. \"Europe/Amsterdam\"); set age_timezone = \"UTC\" to confirm UTC",
-            t.age_column, age.type_name
+            age_column, age.type_name
         )),
         (AgeKind::Timestamptz, Some(tz)) => Some(format!(
             "age_timezone = \"{tz}\" is ignored: age column {} is timestamp with time zone, whose values are instants already",
-            t.age_column
+            age_column
         )),
         _ => None,
     };
@@ -129,7 +133,7 @@ async fn check_age(
     }
     if matches!(age_kind, AgeKind::EpochSeconds | AgeKind::EpochMillis) {
         let range = pg
-            .fetch_one(&pg_sql::epoch_range(&t.table, &t.age_column))
+            .fetch_one(&pg_sql::epoch_range(&t.table, age_column))
             .await
             .and_then(|row| {
                 Ok((
@@ -141,13 +145,82 @@ async fn check_age(
         let (min, max, now) = range.map_err(|e| {
             format!(
                 "cannot read the range of age column {}: {}",
-                t.age_column,
+                age_column,
                 db_message(&e)
             )
         })?;
-        check_epoch_range(&t.age_column, age_kind, min, max, now)?;
+        check_epoch_range(age_column, age_kind, min, max, now)?;
     }
     Ok(age_kind)
+}
+
+/// An `after_event` rule's event: its table is in the rule's store, its subject column
+/// has the type of the rule's subject column (they are compared with `=`), and its
+/// `at_column` is a timestamp with time zone. Warns when no index starts with the
+/// event's subject column: every row looks its event up.
+async fn check_event(
+    pg: &PgStore,
+    rule: &Rule,
+    t: &TableTarget,
+    e: &EventAge,
+    info: &TableInfo,
+    warnings: &mut Vec<Finding>,
+) -> Result<AgeKind, Refusal> {
+    let name = &e.event;
+    let events = match pg.describe(&e.table).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return Err(format!(
+                "the table of event `{name}`, {}, does not exist in store `{}`",
+                e.table, rule.store
+            )
+            .into())
+        }
+        Err(x) => {
+            return Err(format!(
+                "cannot read the catalog of {}, the table of event `{name}`: {}",
+                e.table,
+                db_message(&x)
+            )
+            .into())
+        }
+    };
+    let in_events = |c: &Ident| {
+        events.columns.get(c.as_str()).ok_or_else(|| {
+            Refusal::from(format!(
+                "column {}.{c} of event `{name}` does not exist",
+                e.table
+            ))
+        })
+    };
+    let key = in_events(&e.key)?;
+    let at = in_events(&e.at)?;
+    if at.type_name != "timestamp with time zone" {
+        return Err(format!(
+            "at_column {}.{} of event `{name}` is {}: expected timestamp with time zone, an instant",
+            e.table, e.at, at.type_name
+        )
+        .into());
+    }
+    let own = column(info, t, &e.subject)?;
+    if own.type_name != key.type_name {
+        return Err(format!(
+            "subject column {}.{} is {}, but the subject column {}.{} of event `{name}` is {}: they are compared with =, so their types must be the same",
+            t.table, e.subject, own.type_name, e.table, e.key, key.type_name
+        )
+        .into());
+    }
+    if !events.has_index_on(e.key.as_str()) {
+        warnings.push(Finding {
+            transient: false,
+            rule: rule.name.clone(),
+            message: format!(
+                "no index starts with {}.{}, the subject column of event `{name}`: every due row looks its event up with a scan",
+                e.table, e.key
+            ),
+        });
+    }
+    Ok(AgeKind::Timestamptz)
 }
 
 /// The compiled anonymise columns and whether they use the HMAC key: the key is present,
@@ -296,7 +369,11 @@ async fn check_filter_and_partitions(
 
 /// Warns, with the statement that fixes it, when no index starts with the age column.
 fn warn_without_index(rule: &Rule, t: &TableTarget, info: &TableInfo, warnings: &mut Vec<Finding>) {
-    if info.has_index_on(t.age_column.as_str()) {
+    // An `after_event` rule's rows are found through their events.
+    let Some(age_column) = t.age_column() else {
+        return;
+    };
+    if info.has_index_on(age_column.as_str()) {
         return;
     }
     warnings.push(Finding {
@@ -304,11 +381,11 @@ fn warn_without_index(rule: &Rule, t: &TableTarget, info: &TableInfo, warnings: 
         rule: rule.name.clone(),
         message: format!(
             "no index starts with the age column; every batch scans the table. Create one with:\n    CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({});",
-            Ident::parse(&format!("{}_{}_idx", t.table.name, t.age_column).chars().take(63).collect::<String>())
+            Ident::parse(&format!("{}_{}_idx", t.table.name, age_column).chars().take(63).collect::<String>())
                 .map(|i| i.quoted())
                 .unwrap_or_else(|_| "retentiond_age_idx".into()),
             t.table.quoted(),
-            t.age_column.quoted()
+            age_column.quoted()
         ),
     });
 }
@@ -333,7 +410,7 @@ async fn explain_anonymise(
         .unwrap_or_default();
     let selection = pg_sql::Selection {
         table: &t.table,
-        age_column: &t.age_column,
+        age: &t.age,
         age_kind,
         cutoff: Some(Utc::now()),
         not_before: None,

@@ -1,4 +1,5 @@
-//! What the daemon watches besides its rules: conformance, store probes, and the series\nevery alert needs from the first scrape.
+//! What the daemon watches besides its rules: conformance, store probes, and the series
+//! every alert needs from the first scrape.
 
 use super::*;
 

@@ -1,7 +1,8 @@
 //! Stores: named connections to PostgreSQL databases and S3-compatible buckets.
 //!
-//! `store::postgres` is the only place SQL text is built (from validated identifiers,
-//! in `pg_sql`); `store::s3` is the only place that talks to object storage.
+//! The SQL of rule stores is built in `pg_sql` (from validated identifiers) and run by
+//! `postgres`; the audit trail's own queries live in `audit`. `s3` is the only place
+//! that talks to object storage.
 
 pub mod pg_sql;
 pub mod postgres;

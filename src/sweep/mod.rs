@@ -394,7 +394,7 @@ pub async fn count_covered(
     };
     let sel = Selection {
         table: &t.table,
-        age_column: &t.age_column,
+        age: &t.age,
         age_kind: AgeKind::Timestamptz,
         cutoff: None,
         not_before: None,

@@ -75,6 +75,8 @@ async fn leaves_of(
     scope: &Scope<'_>,
 ) -> Option<Vec<sqlx::postgres::PgRow>> {
     let (t, p) = (scope.t, scope.p);
+    // An `after_event` rule's rows age by their subjects' events, not by the partition key.
+    let age_column = t.age_column()?;
     if p.info.relkind != "p" {
         return None;
     }
@@ -93,7 +95,7 @@ async fn leaves_of(
         .flatten();
     if !partkey
         .as_deref()
-        .is_some_and(|k| sql::keyed_on(k, &t.age_column))
+        .is_some_and(|k| sql::keyed_on(k, age_column))
     {
         note(rr, "the table is not RANGE-partitioned on the age column alone, so partitions are swept row by row");
         return None;
@@ -131,13 +133,19 @@ async fn expired(
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Expired {
     let (t, p) = (scope.t, scope.p);
-    let age_type = p.info.columns[t.age_column.as_str()].type_name.clone();
-    let cutoff_param = p.age_kind.cutoff_param(cutoff);
     let mut found = Expired {
         eligible: Vec::new(),
         due: Vec::new(),
         blocked: Vec::new(),
     };
+    let Some(age_type) = t
+        .age_column()
+        .and_then(|c| p.info.columns.get(c.as_str()))
+        .map(|c| c.type_name.clone())
+    else {
+        return found;
+    };
+    let cutoff_param = p.age_kind.cutoff_param(cutoff);
     for row in leaves {
         let leaf = TableName {
             schema: Ident::from_catalog(row.get::<String, _>(0)),

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::audit::holds::HoldSet;
-use crate::config::{Config, Rule, Subject, TableTarget, Target};
+use crate::config::{Age, Config, Rule, Subject, TableTarget, Target};
 use crate::store::pg_sql::{AgeKind, Keep, SubjectType};
 use crate::store::postgres::TableInfo;
 
@@ -76,9 +76,13 @@ impl<'a> Protection<'a> {
         let mut covers = Vec::new();
         for (r, ct) in covering_rules(config, rule) {
             let floor = config.category_of(r).min_retain.is_some();
-            let age_kind = match info.columns.get(ct.age_column.as_str()) {
-                Some(c) => AgeKind::resolve(&c.type_name, ct.age_format, ct.age_timezone),
-                None => Err(format!("column {} does not exist", ct.age_column)),
+            // An event's time is a timestamptz (the preflight of its rule checks that).
+            let age_kind = match &ct.age {
+                Age::Event(_) => Ok(AgeKind::Timestamptz),
+                Age::Column(col) => match info.columns.get(col.as_str()) {
+                    Some(c) => AgeKind::resolve(&c.type_name, ct.age_format, ct.age_timezone),
+                    None => Err(format!("column {col} does not exist")),
+                },
             };
             let age_kind = match age_kind {
                 Ok(k) => k,
@@ -138,7 +142,7 @@ impl<'a> Protection<'a> {
                 Keep {
                     rule: c.rule.name.clone(),
                     filter: c.target.filter.clone(),
-                    age_column: c.target.age_column.clone(),
+                    age: c.target.age.clone(),
                     age_kind: c.age_kind,
                     floor_from: floor.flatten(),
                     subject: c.target.subject.as_ref().map(|s| {

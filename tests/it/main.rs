@@ -6,6 +6,7 @@ mod common;
 mod config_errors;
 mod daemon;
 mod deploy;
+mod events;
 mod evidence;
 mod faults;
 mod killed_runs;

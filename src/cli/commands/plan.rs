@@ -46,7 +46,7 @@ pub async fn plan(config_path: &Path, a: PlanArgs) -> CmdResult {
             category: rule.category.clone(),
             place: rule.place(&config),
             action: rule.action.as_str(),
-            retain: rule.retain.to_string(),
+            retain: rule.retention(),
             enabled: rule.enabled,
             schedule: schedule.expr.clone(),
             cutoff: report.cutoff,

@@ -4,6 +4,7 @@
 mod audit;
 mod categories;
 mod daemon;
+mod events;
 mod rules;
 mod stores;
 
@@ -24,7 +25,8 @@ pub(super) fn validate(
     let stores = stores::stores(loc, raw.stores)?;
     let audit = audit::audit(loc, raw.audit, &stores)?;
     let categories = categories::categories(loc, raw.categories)?;
-    let rules = rules::rules(loc, raw.rules, &stores, &categories)?;
+    let events = events::events(loc, raw.events, &stores)?;
+    let rules = rules::rules(loc, raw.rules, &stores, &categories, &events)?;
     let _ = FieldPath::default();
     Ok(Config {
         path: path.to_owned(),
@@ -38,6 +40,7 @@ pub(super) fn validate(
         audit,
         stores,
         categories,
+        events,
         rules,
     })
 }

@@ -11,6 +11,7 @@ pub(super) fn rules(
     raw: Vec<RawRule>,
     stores: &BTreeMap<String, StoreConfig>,
     categories: &BTreeMap<String, Category>,
+    events: &BTreeMap<String, Event>,
 ) -> Result<Vec<Rule>, ConfigError> {
     let root = FieldPath::default();
     let err = |p: &FieldPath, m: String| loc.at(p, m);
@@ -87,7 +88,7 @@ pub(super) fn rules(
                     "a rule needs `table` (postgres store) or `prefix` (s3 store)".into(),
                 ))
             }
-            (true, false) => table_target(loc, &r, &rp, stores)?,
+            (true, false) => table_target(loc, &r, &rp, stores, events)?,
             (false, true) => prefix_target(loc, &r, &rp, stores)?,
         };
         rules.push(Rule {
@@ -114,6 +115,7 @@ fn table_target(
     r: &RawRule,
     rp: &FieldPath,
     stores: &BTreeMap<String, StoreConfig>,
+    events: &BTreeMap<String, Event>,
 ) -> Result<Target, ConfigError> {
     let err = |p: &FieldPath, m: String| loc.at(p, m);
     let f = |k: &str| rp.key(k);
@@ -131,13 +133,19 @@ fn table_target(
     }
     let table_text = r.table.as_deref().unwrap_or_default();
     let table = TableName::parse(table_text).map_err(|e| err(&f("table"), e.to_string()))?;
-    let age_text = r.age_column.as_deref().ok_or_else(|| {
-        err(
-            rp,
-            "missing field `age_column` (the column whose time decides expiry)".into(),
-        )
-    })?;
-    let age_column = Ident::parse(age_text).map_err(|e| err(&f("age_column"), e.to_string()))?;
+    let subject = match r.subject.clone() {
+        None => None,
+        Some(s) => {
+            check_name(&s.kind).map_err(|m| err(&f("subject").key("kind"), m))?;
+            let column = Ident::parse(&s.column)
+                .map_err(|e| err(&f("subject").key("column"), e.to_string()))?;
+            Some(Subject {
+                kind: s.kind,
+                column,
+            })
+        }
+    };
+    let age = age(loc, r, rp, subject.as_ref(), events)?;
     let age_format = match r.age_format {
         None | Some(RawAgeFormat::Timestamp) => AgeFormat::Native,
         Some(RawAgeFormat::EpochSeconds) => AgeFormat::EpochSeconds,
@@ -162,18 +170,6 @@ fn table_target(
         }
         None => None,
     };
-    let subject = match r.subject.clone() {
-        None => None,
-        Some(s) => {
-            check_name(&s.kind).map_err(|m| err(&f("subject").key("kind"), m))?;
-            let column = Ident::parse(&s.column)
-                .map_err(|e| err(&f("subject").key("column"), e.to_string()))?;
-            Some(Subject {
-                kind: s.kind,
-                column,
-            })
-        }
-    };
     let anonymise = anonymise(loc, r, rp)?;
     let objects = objects(loc, r, rp, stores)?;
     let partitions = match r.partitions.as_deref() {
@@ -185,6 +181,12 @@ fn table_target(
             None => return Err(err(&f("partitions"), format!("unknown value `{other}`: expected \"drop\", \"detach\" or \"archive:<schema>\""))),
         },
     };
+    if partitions.is_some() && matches!(age, Age::Event(_)) {
+        return Err(err(
+            &f("partitions"),
+            "partitions cannot be dropped under an `after_event` rule: a partition holds rows of subjects whose events differ".into(),
+        ));
+    }
     if partitions.is_some() && objects.is_some() {
         return Err(err(
             &f("partitions"),
@@ -204,7 +206,7 @@ fn table_target(
     };
     Ok(Target::Table(TableTarget {
         table,
-        age_column,
+        age,
         age_format,
         age_timezone,
         filter,
@@ -214,6 +216,88 @@ fn table_target(
         partitions,
         vacuum_analyze,
     }))
+}
+
+/// What the rule's clock starts at: `age_column`, or exactly one `after_event` whose
+/// event is in the rule's store and has the rule's subject kind.
+fn age(
+    loc: &Locator<'_>,
+    r: &RawRule,
+    rp: &FieldPath,
+    subject: Option<&Subject>,
+    events: &BTreeMap<String, Event>,
+) -> Result<Age, ConfigError> {
+    let err = |p: &FieldPath, m: String| loc.at(p, m);
+    let f = |k: &str| rp.key(k);
+    let name = match (r.age_column.as_deref(), r.after_event.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                &f("after_event"),
+                "`age_column` and `after_event` are mutually exclusive: a rule's clock starts at its own column or at its subject's event".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                rp,
+                "missing field `age_column` (the column whose time decides expiry) or `after_event` (the event it starts at)".into(),
+            ))
+        }
+        (Some(c), None) => {
+            return Ident::parse(c)
+                .map(Age::Column)
+                .map_err(|e| err(&f("age_column"), e.to_string()))
+        }
+        (None, Some(name)) => name,
+    };
+    for (k, set) in [
+        ("age_format", r.age_format.is_some()),
+        ("age_timezone", r.age_timezone.is_some()),
+    ] {
+        if set {
+            return Err(err(
+                &f(k),
+                format!("`{k}` applies to `age_column`; an `after_event` rule's clock is the event's `at_column`"),
+            ));
+        }
+    }
+    let Some(event) = events.get(name) else {
+        let known: Vec<&str> = events.keys().map(String::as_str).collect();
+        return Err(err(
+            &f("after_event"),
+            format!(
+                "unknown event `{name}`; defined: {}",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    if event.store != r.store {
+        return Err(err(
+            &f("after_event"),
+            format!("event `{name}` is recorded in store `{}`, but the rule is on store `{}`: the event's table must be in the rule's store", event.store, r.store),
+        ));
+    }
+    match subject {
+        None => Err(err(
+            rp,
+            format!("an `after_event` rule needs `subject` (of kind `{}`): it is how a row is matched with its event", event.subject.kind),
+        )),
+        Some(s) if s.kind != event.subject.kind => Err(err(
+            &f("subject").key("kind"),
+            format!("subject kind `{}` differs from the kind of event `{name}` (`{}`)", s.kind, event.subject.kind),
+        )),
+        Some(s) => Ok(Age::Event(Box::new(EventAge {
+            event: name.to_owned(),
+            table: event.table.clone(),
+            key: event.subject.column.clone(),
+            subject: s.column.clone(),
+            at: event.at_column.clone(),
+            description: event.description.clone(),
+        }))),
+    }
 }
 
 fn prefix_target(
@@ -267,6 +351,7 @@ fn table_keys(r: &RawRule) -> Vec<(&'static str, bool)> {
     vec![
         ("table", r.table.is_some()),
         ("age_column", r.age_column.is_some()),
+        ("after_event", r.after_event.is_some()),
         ("age_format", r.age_format.is_some()),
         ("age_timezone", r.age_timezone.is_some()),
         ("filter", r.filter.is_some()),

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use crate::anonymise::{self, ColumnSql, HmacParams};
 use chrono_tz::Tz;
 
-use crate::config::{naive_cutoff, AgeFormat, Ident, TableName};
+use crate::config::{naive_cutoff, Age, AgeFormat, Ident, TableName};
 
 mod catalog;
 pub mod partitions;
@@ -117,8 +117,8 @@ impl AgeKind {
 pub struct Selection<'a> {
     /// The table (a plain table or one leaf partition).
     pub table: &'a TableName,
-    /// Age column.
-    pub age_column: &'a Ident,
+    /// What the rows' age is measured from.
+    pub age: &'a Age,
     /// How it compares.
     pub age_kind: AgeKind,
     /// Records older than this are due; `None` selects every age (erasure without floor).
@@ -234,8 +234,8 @@ pub struct Keep {
     pub rule: String,
     /// Its filter (`None`: every row).
     pub filter: Option<String>,
-    /// Its age column and how it compares.
-    pub age_column: Ident,
+    /// What its rows' age is measured from.
+    pub age: Age,
     /// How its age column compares.
     pub age_kind: AgeKind,
     /// Rows aged at or after this (or with no age) are inside its category's floor.
@@ -258,7 +258,7 @@ impl Keep {
     }
 
     /// True for the rows this rule keeps; `None` when it keeps nothing now.
-    fn cond(&self, params: &mut Params) -> Option<String> {
+    fn cond(&self, params: &mut Params, table: &TableName) -> Option<String> {
         if !self.keeps_anything() {
             return None;
         }
@@ -268,7 +268,7 @@ impl Keep {
         }
         if let Some(f) = self.floor_from {
             let p = params.push(self.age_kind.cutoff_param(f));
-            let a = self.age_column.quoted();
+            let a = age_sql(&self.age, table);
             why.push(format!("{a} IS NULL OR {a} >= {p}"));
         }
         if let Some((col, ty, ids)) = &self.subject {
@@ -373,5 +373,26 @@ pub fn hmac_names() -> HmacParams {
     HmacParams {
         ipad: "$1".into(),
         opad: "$2".into(),
+    }
+}
+
+/// The age of a row of `table` as SQL: its own column, or the time its subject's event
+/// happened (NULL while it has not, so the row is never due). The event is read in one
+/// correlated subquery on the event table: with several rows for a subject, the latest
+/// event counts, and none while any of them has not happened.
+pub fn age_sql(age: &Age, table: &TableName) -> String {
+    match age {
+        Age::Column(c) => c.quoted(),
+        Age::Event(e) => {
+            let at = format!("retentiond_event.{}", e.at.quoted());
+            format!(
+                "(SELECT CASE WHEN bool_or({at} IS NULL) THEN NULL ELSE max({at}) END \
+                 FROM {} AS retentiond_event WHERE retentiond_event.{} = {}.{})",
+                e.table.quoted(),
+                e.key.quoted(),
+                table.quoted(),
+                e.subject.quoted()
+            )
+        }
     }
 }

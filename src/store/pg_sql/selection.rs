@@ -9,13 +9,13 @@ impl Selection<'_> {
         // Without a cutoff (erasure of one subject) every age qualifies, NULL included.
         if let Some(cutoff) = self.cutoff {
             let p = params.push(self.age_kind.cutoff_param(cutoff));
-            conds.push(format!("{} < {p}", self.age_column.quoted()));
+            conds.push(format!("{} < {p}", age_sql(self.age, self.table)));
         } else {
             conds.push("true".to_owned());
         }
         if let Some(nb) = self.not_before {
             let p = params.push(self.age_kind.cutoff_param(nb));
-            conds.push(format!("{} >= {p}", self.age_column.quoted()));
+            conds.push(format!("{} >= {p}", age_sql(self.age, self.table)));
         }
         if let Some(f) = self.filter {
             conds.push(format!("({f})"));
@@ -56,7 +56,7 @@ impl Selection<'_> {
             .map(|h| format!(" AND NOT {h}"))
             .unwrap_or_default();
         for k in self.keeps {
-            if let Some(c) = k.cond(params) {
+            if let Some(c) = k.cond(params, self.table) {
                 out.push_str(&format!(" AND NOT {c}"));
             }
         }
@@ -67,7 +67,7 @@ impl Selection<'_> {
     fn kept(&self, params: &mut Params) -> Vec<(String, String)> {
         self.keeps
             .iter()
-            .filter_map(|k| Some((k.rule.clone(), k.cond(params)?)))
+            .filter_map(|k| Some((k.rule.clone(), k.cond(params, self.table)?)))
             .collect()
     }
 
@@ -156,7 +156,7 @@ impl Selection<'_> {
 
     /// `min(age)` as timestamptz, over the rows where `only` is true when given.
     fn oldest_expr(&self, only: Option<&str>) -> String {
-        let age = self.age_column.quoted();
+        let age = age_sql(self.age, self.table);
         let min = match only {
             Some(c) => format!("min({age}) FILTER (WHERE {c})"),
             None => format!("min({age})"),

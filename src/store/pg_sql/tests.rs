@@ -7,12 +7,12 @@ fn ident(s: &str) -> Ident {
 #[test]
 fn delete_batch_quotes_everything_and_binds_values() {
     let table = TableName::parse("public.ApiLog").unwrap();
-    let age = ident("CreatedAt");
+    let age = Age::Column(ident("CreatedAt"));
     let subj = ident("account_id");
     let held = vec!["42".to_string()];
     let sel = Selection {
         table: &table,
-        age_column: &age,
+        age: &age,
         age_kind: AgeKind::Timestamptz,
         cutoff: Some(Utc::now()),
         not_before: None,
@@ -44,10 +44,10 @@ fn delete_batch_quotes_everything_and_binds_values() {
 #[test]
 fn page_batches_read_one_range_and_bind_it() {
     let table = TableName::parse("public.logs").unwrap();
-    let age = ident("at");
+    let age = Age::Column(ident("at"));
     let sel = Selection {
         table: &table,
-        age_column: &age,
+        age: &age,
         age_kind: AgeKind::Timestamptz,
         cutoff: Some(Utc::now()),
         not_before: None,
@@ -88,12 +88,12 @@ fn page_batches_read_one_range_and_bind_it() {
 #[test]
 fn another_rules_floor_and_holds_keep_what_it_covers() {
     let table = TableName::parse("public.docs").unwrap();
-    let age = ident("created_at");
+    let age = Age::Column(ident("created_at"));
     let cutoff = Utc::now();
     let keep = Keep {
         rule: "invoice-docs".into(),
         filter: Some("kind = 'invoice'".into()),
-        age_column: ident("issued_on"),
+        age: Age::Column(ident("issued_on")),
         age_kind: AgeKind::Date(Tz::UTC),
         floor_from: Some(cutoff),
         subject: Some((
@@ -107,7 +107,7 @@ fn another_rules_floor_and_holds_keep_what_it_covers() {
     let keeps = [keep];
     let sel = Selection {
         table: &table,
-        age_column: &age,
+        age: &age,
         age_kind: AgeKind::Timestamptz,
         cutoff: Some(cutoff),
         not_before: None,
@@ -140,14 +140,17 @@ fn another_rules_floor_and_holds_keep_what_it_covers() {
     let idle = Keep {
         rule: "promo".into(),
         filter: None,
-        age_column: ident("created_at"),
+        age: Age::Column(ident("created_at")),
         age_kind: AgeKind::Timestamptz,
         floor_from: None,
         subject: Some((ident("account_id"), SubjectType::Text, vec![])),
         category_held: false,
     };
     assert!(!idle.keeps_anything());
-    assert_eq!(idle.cond(&mut Params::default()), None);
+    assert_eq!(
+        idle.cond(&mut Params::default(), &TableName::parse("t").unwrap()),
+        None
+    );
 }
 
 #[test]
@@ -203,4 +206,45 @@ fn anonymise_needs_a_recognisable_column() {
     assert!(err.contains("recognisable"));
     let cols = vec![(ident("ip"), crate::anonymise::Strategy::TruncateIp)];
     assert!(anonymise_columns(&cols, |_| Some(("inet".into(), true))).is_ok());
+}
+
+#[test]
+fn an_event_age_is_its_subjects_latest_event_and_null_until_it_happened() {
+    let table = TableName::parse("public.generations").unwrap();
+    let age = Age::Event(Box::new(crate::config::EventAge {
+        event: "account_closed".into(),
+        table: TableName::parse("public.accounts").unwrap(),
+        key: ident("id"),
+        subject: ident("account_id"),
+        at: ident("closed_at"),
+        description: "account closure".into(),
+    }));
+    let subj = ident("account_id");
+    let sel = Selection {
+        table: &table,
+        age: &age,
+        age_kind: AgeKind::Timestamptz,
+        cutoff: Some(Utc::now()),
+        not_before: None,
+        filter: None,
+        subject_column: Some(&subj),
+        subject_type: SubjectType::of("bigint"),
+        held_ids: &[],
+        only_subject: None,
+        anonymise: &[],
+        keeps: &[],
+        skip: &[],
+    };
+    let st = sel.delete_batch(&Batch::First(10));
+    // The event table is aliased and the row's subject column is qualified by its own
+    // table, so a same-named column of the event table can never stand in for it.
+    assert!(
+        st.sql.contains(
+            "(SELECT CASE WHEN bool_or(retentiond_event.\"closed_at\" IS NULL) THEN NULL ELSE max(retentiond_event.\"closed_at\") END \
+             FROM \"public\".\"accounts\" AS retentiond_event WHERE retentiond_event.\"id\" = \"public\".\"generations\".\"account_id\") < $1"
+        ),
+        "{}",
+        st.sql
+    );
+    assert!(matches!(st.params.0[0], Param::Timestamptz(_)));
 }

@@ -1,4 +1,5 @@
-//! Deletion: DeleteObjects in chunks with per-key results, Object Lock checks, and\nabandoned multipart uploads.
+//! Deletion: DeleteObjects in chunks with per-key results, Object Lock checks, and
+//! abandoned multipart uploads.
 
 use super::*;
 

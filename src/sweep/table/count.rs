@@ -42,7 +42,10 @@ pub(super) async fn count_all(
 ) -> Result<Counted, sqlx::Error> {
     // With an index on the age column the oldest due record is one index probe away;
     // without one it costs nothing extra to find it during the count's pass.
-    let indexed = scope.p.info.has_index_on(scope.t.age_column.as_str());
+    let indexed = scope
+        .t
+        .age_column()
+        .is_some_and(|c| scope.p.info.has_index_on(c.as_str()));
     let mut total = Counted::default();
     for table in tables {
         let sel = scope.selection(table, holds, &[]);

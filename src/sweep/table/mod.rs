@@ -1,5 +1,6 @@
 //! Table rules: count, guard, then batches of deletes or anonymising updates, each its
-//! own short transaction; linked objects go before their rows.
+//! own short transaction; rows go before their linked objects (queued in the same
+//! statement).
 
 use crate::report::Status;
 use std::collections::BTreeMap;
@@ -73,7 +74,7 @@ impl<'a> Scope<'a> {
     ) -> Selection<'s> {
         Selection {
             table,
-            age_column: &self.t.age_column,
+            age: &self.t.age,
             age_kind: self.p.age_kind,
             cutoff: self.cutoff,
             not_before: None,
@@ -102,6 +103,12 @@ pub(crate) struct BatchDone {
 
 pub(crate) async fn run<'r>(rr: &mut RuleRun<'r>, t: &'r TableTarget, p: &'r PreparedTable) {
     let pg = rr.engine.stores.pg(&rr.rule.store).clone();
+    if let crate::config::Age::Event(e) = &t.age {
+        // The cutoff applies to the subject's event, not to the row's own time.
+        let details = &mut rr.report.details;
+        details.insert("after_event".into(), e.event.clone().into());
+        details.insert("retention".into(), rr.rule.retention().into());
+    }
     let Some(scope) = scope_of(rr, &pg, t, p).await else {
         return;
     };
