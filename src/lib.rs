@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod policy;

@@ -98,6 +98,8 @@ pub enum Command {
     Hold(HoldCommand),
     /// The right to erasure for one subject, across every rule with a subject column.
     Erase(EraseArgs),
+    /// Access and portability: a subject's rows and objects, as NDJSON with a manifest.
+    Export(ExportArgs),
     /// The retention schedule as a table a privacy policy can quote.
     Policy(PolicyArgs),
     /// Apply the audit schema migrations.
@@ -270,8 +272,16 @@ pub enum HoldCommand {
 #[derive(Debug, Args)]
 pub struct EraseArgs {
     /// KIND:ID, e.g. account:42.
-    #[arg(long)]
-    pub subject: String,
+    #[arg(
+        long,
+        required_unless_present = "subjects_file",
+        conflicts_with = "subjects_file"
+    )]
+    pub subject: Option<String>,
+    /// A file of subjects, one KIND:ID per line (blank lines and `#` comments skipped):
+    /// one run per subject, then one summary.
+    #[arg(long, value_name = "FILE")]
+    pub subjects_file: Option<std::path::PathBuf>,
     /// Report what would be erased; change nothing but the audit record.
     #[arg(long)]
     pub dry_run: bool,
@@ -284,6 +294,35 @@ pub struct EraseArgs {
     /// Print sample keys even where `[audit] samples = false` withholds them.
     #[arg(long)]
     pub show_samples: bool,
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// KIND:ID, e.g. account:42.
+    #[arg(
+        long,
+        required_unless_present = "subjects_file",
+        conflicts_with = "subjects_file"
+    )]
+    pub subject: Option<String>,
+    /// A file of subjects, one KIND:ID per line (blank lines and `#` comments skipped):
+    /// one export and one run per subject, each in its own subdirectory, then one summary.
+    #[arg(long, value_name = "FILE")]
+    pub subjects_file: Option<std::path::PathBuf>,
+    /// A directory (created; must be empty), or s3://STORE/PREFIX of an s3 store of the
+    /// config.
+    #[arg(long, value_name = "DIR")]
+    pub out: String,
+    /// Also copy the linked objects into objects/.
+    #[arg(long)]
+    pub with_objects: bool,
+    /// Who requests it.
+    #[arg(long, env = "RETENTIOND_ACTOR")]
+    pub actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// `policy`.

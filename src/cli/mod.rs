@@ -98,6 +98,7 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
         Command::Conformance(a) => commands::conformance(&config_path, a).await,
         Command::Hold(h) => commands::hold(&config_path, h).await,
         Command::Erase(a) => commands::erase(&config_path, a).await,
+        Command::Export(a) => commands::export(&config_path, a).await,
         Command::Policy(a) => commands::policy(&config_path, a),
         Command::Migrate => commands::migrate(&config_path).await,
         Command::Completions { shell } => commands::completions(shell),

@@ -292,6 +292,23 @@ impl PgStore {
             .await
     }
 
+    /// Streams the first (text) column of every row of `st` to `each`, in order, without
+    /// holding more than a row in memory; returns the number of rows.
+    pub async fn for_each_text(
+        &self,
+        st: &Statement,
+        mut each: impl FnMut(String) -> std::io::Result<()>,
+    ) -> Result<u64, sqlx::Error> {
+        use futures::TryStreamExt;
+        let mut rows = bind(sqlx::query(&st.sql), &st.params.0).fetch(&self.pool);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(row.try_get::<String, _>(0)?).map_err(sqlx::Error::Io)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Runs a query returning one row.
     pub async fn fetch_one(&self, st: &Statement) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
         bind(sqlx::query(&st.sql), &st.params.0)

@@ -12,6 +12,7 @@ mod protect;
 mod rule_run;
 pub use protect::{overlaps, Overlap};
 pub(crate) use rule_run::{Progress, RuleRun, PROGRESS_EVERY};
+pub(crate) use table::error_ref;
 mod table;
 
 use crate::report::Status;

@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["anonymise", "store"],
     &["audit", "report", "policy", "metrics"],
     &["preflight"],
-    &["sweep", "conformance"],
+    &["sweep", "conformance", "export"],
     &["startup"],
     &["http"],
     &["schedule"],

@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod events;
 mod evidence;
+mod export;
 mod faults;
 mod killed_runs;
 mod layering;

@@ -1,4 +1,4 @@
-//! `hold` and `erase`: legal holds and a subject's erasure.
+//! `hold`: legal holds.
 
 use super::*;
 
@@ -157,63 +157,4 @@ async fn report_hold_coverage(config: &Config, target: &HoldTarget) {
         }
     }
     println!("the hold covers {total} record(s) in tables now");
-}
-pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
-    let target = HoldTarget::parse_subject(&a.subject).map_err(Fail::usage)?;
-    let HoldTarget::Subject { kind, id } = target else {
-        unreachable!("parse_subject returns a subject")
-    };
-    let config = load_config(config_path)?;
-    let rules: Vec<String> = config
-        .rules
-        .iter()
-        .filter(|r| r.enabled && r.subject().is_some_and(|s| s.kind == kind))
-        .map(|r| r.name.clone())
-        .collect();
-    if rules.is_empty() {
-        return Err(Fail::usage(format!(
-            "no rule has a subject of kind `{kind}`"
-        )));
-    }
-    let key = std::env::var(&config.hmac_key_env).unwrap_or_default();
-    if key.is_empty() {
-        return Err(Fail::usage(format!(
-            "erase stores the subject only as a keyed hash: set the key in {} ([anonymise] hmac_key_env)",
-            config.hmac_key_env
-        )));
-    }
-    let (engine, names, pf) = prepare(config_path, &rules, &[]).await?;
-    // The id is compared in each subject column's own type: one that no value of a
-    // column can equal is a mistake in the request, not a subject without data.
-    for name in &names {
-        if let (Some(crate::preflight::Prepared::Table(p)), Some(rule)) =
-            (pf.prepared.get(name), engine.config.rule(name))
-        {
-            if let Some(subject) = rule.subject() {
-                let ty = crate::store::pg_sql::SubjectType::of(
-                    &p.info.columns[subject.column.as_str()].type_name,
-                );
-                ty.normalise(&id)
-                    .map_err(|e| Fail::usage(format!("rule {name}: subject {e}")))?;
-            }
-        }
-    }
-    cancel_on_signal(engine.shutdown.clone());
-    let outcome = engine
-        .erase(
-            &names,
-            &kind,
-            &id,
-            if a.dry_run {
-                Mode::DryRun
-            } else {
-                Mode::Enforce
-            },
-            &actor(a.actor),
-            &pf,
-        )
-        .await?;
-    print_run(&engine, &outcome.report, a.format, a.show_samples);
-    // An erasure has no max_delete guard: never refused.
-    Ok(Exit::from(outcome.verdict()))
 }

@@ -19,10 +19,12 @@ use crate::sweep::{Engine, Mode, RunRequest};
 
 mod holds;
 mod plan;
+mod subjects;
 mod trail;
 
-pub use holds::{erase, hold};
+pub use holds::hold;
 pub use plan::{conformance, plan};
+pub use subjects::{erase, export};
 pub use trail::{audit, report};
 
 fn print_json<T: serde::Serialize>(v: &T) {

@@ -12,6 +12,7 @@ use chrono_tz::Tz;
 use crate::config::{naive_cutoff, Age, AgeFormat, Ident, TableName};
 
 mod catalog;
+mod export;
 pub mod partitions;
 mod queue;
 mod selection;
@@ -19,6 +20,7 @@ mod selection;
 mod tests;
 
 pub use catalog::*;
+pub use export::SubjectRows;
 pub use queue::*;
 
 /// A value bound to a placeholder.
@@ -214,7 +216,7 @@ impl SubjectType {
     }
 
     /// `col` equals the id bound to `p` (text).
-    fn eq(&self, col: &str, p: &str) -> String {
+    pub(crate) fn eq(&self, col: &str, p: &str) -> String {
         match self {
             Self::Integer(..) => format!("{col} = CAST({p} AS bigint)"),
             Self::Uuid => format!("{col} = CAST({p} AS uuid)"),
@@ -334,7 +336,7 @@ pub fn key_expr(key_columns: &[Ident]) -> String {
     }
 }
 
-fn keys_array(cols: &[Ident]) -> String {
+pub(crate) fn keys_array(cols: &[Ident]) -> String {
     let mut expr = "CAST(ARRAY[] AS text[])".to_owned();
     for c in cols {
         expr = format!("{expr} || {}", c.quoted());

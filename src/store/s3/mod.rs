@@ -19,6 +19,9 @@ use crate::config::S3Store as S3Config;
 
 mod deletion;
 mod listing;
+mod transfer;
+
+pub use transfer::ObjectFacts;
 
 /// Most keys one DeleteObjects request may carry (an S3 limit).
 pub const MAX_KEYS_PER_DELETE: usize = 1000;
