@@ -22,6 +22,19 @@ const SCHEMA: &str = "CREATE TABLE invoices (id bigserial PRIMARY KEY, account_i
 const RULES: &str = "[categories.invoices]\nmin_retain = \"7y\"\n\n\
 [[rules]]\nname = \"invoices\"\ncategory = \"invoices\"\nstore = \"app\"\ntable = \"invoices\"\nage_column = \"issued_at\"\nretain = \"7y\"\naction = \"delete\"\nfilter = \"kind = 'invoice'\"\nsubject = { kind = \"account\", column = \"account_id\" }\n\n";
 
+/// An invoice row as the database renders it: id, then amount, big, pdf, tags, meta,
+/// issued_at and note as text.
+type DbRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -80,7 +93,7 @@ async fn an_export_matches_the_database_row_by_row_and_the_trail_keeps_no_subjec
     assert_eq!(manifest["subject"], format!("account:{ID}"));
     let exported = lines(&out.join("rules/invoices.ndjson"));
     // The database's own rendering of the same rows, column by column.
-    let want: Vec<(i64, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>)> =
+    let want: Vec<DbRow> =
         sqlx::query_as(
             "SELECT id, amount::text, big::text, translate(encode(pdf, 'base64'), E'\\n', ''), \
              to_jsonb(tags)::text, meta::text, to_char(issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), note \
