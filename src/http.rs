@@ -1,7 +1,7 @@
 //! `/healthz`, `/readyz` and `/metrics`. It knows nothing of the daemon: readiness comes
 //! through [`Readiness`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,17 +23,26 @@ const RUN_DURATION_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-/// Installs the Prometheus recorder for this process.
+/// Installs the Prometheus recorder for this process, once: later calls return a clone of
+/// the same handle (or the same error). Several daemons in one process (the in-process
+/// daemon tests) so share one recorder, and each one's `/metrics` serves all its series.
 pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("retentiond_run_duration_seconds".into()),
-            RUN_DURATION_BUCKETS,
-        )
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .inspect(|_| crate::metrics::describe())
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "retentiond_run_duration_seconds".into(),
+                    ),
+                    RUN_DURATION_BUCKETS,
+                )
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .inspect(|_| crate::metrics::describe())
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+        })
+        .clone()
 }
 
 struct AppState<R> {

@@ -1,7 +1,26 @@
-//! The daemon as a child process: schedules, replicas, signals, reload, HTTP, metrics.
+//! The daemon: schedules, catch-up, replicas, shutdown, reload, HTTP, metrics.
+//!
+//! Most tests run it in this test process ([`InProcess`]): `schedule::run_daemon` on a
+//! thread and runtime of its own, on a listener the test bound to port 0, reloaded and
+//! stopped through channels, its log in a file beside its config. Three run the binary
+//! as a child process ([`ChildDaemon`]): `schedules_fire_metrics_move_and_sigterm_exits_0`
+//! (SIGTERM, and the process-wide series), `sighup_with_a_broken_file_keeps_the_old_config`
+//! (SIGHUP, SIGINT) and `a_skewed_host_clock_is_reported_and_does_not_move_cutoffs`
+//! (libfaketime is preloaded into the process).
+//!
+//! Every in-process daemon of this test binary records into the one metrics recorder of
+//! the process, so each test names its store, category and rules after itself (the `tag`
+//! of [`config`]) and asserts only series with those labels. Process-wide series
+//! (`retentiond_build_info`) are asserted where no other daemon writes: in a child.
 
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use tokio::sync::oneshot;
 
 use crate::common::TestEnv;
 
@@ -12,50 +31,39 @@ const STARTUP_SECS: u64 = 90;
 /// Seconds the tests wait for something the daemon does on its own (a run, a reload).
 const PATIENCE_SECS: u64 = 90;
 
-/// Seconds a daemon gets to exit after SIGTERM/SIGINT: the 10 s grace period and margin.
+/// Seconds a daemon gets to stop after SIGTERM/SIGINT or its stop future: the 10 s grace
+/// period and margin.
 const EXIT_SECS: u64 = 40;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The head of a daemon config: `[daemon]` with `daemon` (schedule, batch sizes…),
+/// `[http]` on port 0 (an in-process daemon gets its listener from the test; a child logs
+/// the port it bound), and the audit trail, a Postgres store (this test's database) and a
+/// category, all three named `tag`. Rules follow (see [`rule`]).
+fn head(env: &TestEnv, tag: &str, daemon: &str) -> String {
+    format!(
+        "[daemon]\n{daemon}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[audit]\nstore = \"{tag}\"\nreport_dir = \"{}\"\n\n[stores.{tag}]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n[categories.{tag}]\ndescription = \"logs\"\n",
+        env.dir.path().join("reports").display(),
+        env.url_file().display(),
+    )
 }
 
-fn config(env: &TestEnv, port: u16, schedule: &str, batch: &str) -> String {
-    env.header()
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace("batch_size = 3\nmin_batch_size = 1\nmax_batch_size = 50", batch)
-        + &format!(
-            "schedule = \"{schedule}\"\n\n[categories.logs]\ndescription = \"logs\"\n\n[[rules]]\nname = \"logs\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n"
-        )
-        .replacen("\n[http]", "", 0)
+/// [`head`] and rule `tag` on table `logs`: the config of most tests. Append more rules,
+/// or keys of the last rule.
+fn config(env: &TestEnv, tag: &str, daemon: &str) -> String {
+    head(env, tag, daemon) + "\n" + &rule(tag, tag, "logs")
 }
 
-/// Puts the daemon schedule into `[daemon]` (the header ends it before `[http]`).
-fn with_schedule(text: String) -> String {
-    // Move the trailing `schedule = …` line (appended after [audit]/[stores]) into [daemon].
-    let (head, rest) = text.split_once("schedule = ").unwrap();
-    let (sched, tail) = rest.split_once('\n').unwrap();
-    head.replacen("[daemon]\n", &format!("[daemon]\nschedule = {sched}\n"), 1) + tail
+/// Rule `name` of store and category `tag`: delete rows of `table` whose `at` is older
+/// than 30 days.
+fn rule(name: &str, tag: &str, table: &str) -> String {
+    format!(
+        "[[rules]]\nname = \"{name}\"\ncategory = \"{tag}\"\nstore = \"{tag}\"\ntable = \"{table}\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n"
+    )
 }
 
-/// Starts `retentiond run` on `cfg`. Its log goes to `cfg` with extension `.log` (see
-/// [`logs`]): a pipe nobody reads would fill up and block the daemon, maybe while it
-/// holds a rule lock.
-fn spawn(env: &TestEnv, cfg: &std::path::Path) -> Child {
-    let log = std::fs::File::create(cfg.with_extension("log")).expect("create daemon log");
-    Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["run", "--grace-period", "10s"])
-        .envs(env.env.iter().cloned())
-        .env("RETENTIOND_LOG", "warn,retentiond=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
+/// Where the daemon of `cfg` logs.
+fn log_of(cfg: &Path) -> PathBuf {
+    cfg.with_extension("log")
 }
 
 /// The end of every daemon log of `env`, for failure messages.
@@ -74,18 +82,208 @@ fn logs(env: &TestEnv) -> String {
     out
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig}");
+/// `retentiond::schedule::run_daemon` in this process, on a thread and a tokio runtime of
+/// its own. Its log (`warn,retentiond=info`, as a child's) goes to the file beside its
+/// config, through a `tracing` dispatcher set on every thread of that runtime only, so
+/// daemons running side by side in this test binary keep their logs apart.
+///
+/// Dropping it (a test that failed) drops the stop sender, which stops the daemon too.
+struct InProcess {
+    /// The port of its `/healthz`, `/readyz` and `/metrics`.
+    port: u16,
+    log: PathBuf,
+    stop: oneshot::Sender<()>,
+    reload: mpsc::UnboundedSender<()>,
+    /// What `run_daemon` returned, sent once its runtime has shut down.
+    done: oneshot::Receiver<Result<(), retentiond::error::Error>>,
 }
 
+impl InProcess {
+    /// Starts the daemon on `cfg` (`--grace-period 10s`), catching up or not.
+    fn start(cfg: &Path, catch_up: bool) -> Self {
+        // Bound here, so the port is known at once and stays this daemon's.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = log_of(cfg);
+        let file = std::fs::File::create(&log).expect("create daemon log");
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn,retentiond=info"))
+                .with_writer(Arc::new(file))
+                .with_ansi(false)
+                .finish(),
+        );
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (reload, reload_rx) = mpsc::unbounded::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let cfg = cfg.to_owned();
+        std::thread::Builder::new()
+            .name(format!("daemon:{port}"))
+            .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
+                let on_start = dispatch.clone();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    // The runtime's threads live as long as it does: so does their default.
+                    .on_thread_start(move || {
+                        std::mem::forget(tracing::dispatcher::set_default(&on_start))
+                    })
+                    .build()
+                    .expect("the daemon's runtime");
+                let result = runtime.block_on(async {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    retentiond::schedule::run_daemon(
+                        &cfg,
+                        listener,
+                        Some("10s"),
+                        catch_up,
+                        async {
+                            let _ = stop_rx.await;
+                        },
+                        reload_rx,
+                    )
+                    .await
+                });
+                if let Err(e) = &result {
+                    tracing::error!("the daemon returned an error: {e}");
+                }
+                // Every task ends with the runtime: then the listener is closed.
+                runtime.shutdown_timeout(Duration::from_secs(5));
+                let _ = done_tx.send(result);
+            })
+            .expect("spawn the daemon's thread");
+        Self {
+            port,
+            log,
+            stop,
+            reload,
+            done,
+        }
+    }
+
+    /// Reloads the config, as SIGHUP does.
+    fn reload(&self) {
+        self.reload
+            .unbounded_send(())
+            .expect("the daemon takes reloads until it stops");
+    }
+
+    /// Stops the daemon, as SIGTERM does, and returns what it returned. Fails the test if
+    /// it has not stopped within [`EXIT_SECS`].
+    async fn stop(self) -> Result<(), retentiond::error::Error> {
+        let _ = self.stop.send(());
+        let tail = || {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let start = text.char_indices().rev().nth(4_000).map_or(0, |(i, _)| i);
+            format!("--- {} (end) ---\n{}", self.log.display(), &text[start..])
+        };
+        match tokio::time::timeout(Duration::from_secs(EXIT_SECS), self.done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => panic!("the daemon's thread ended without a result\n{}", tail()),
+            Err(_) => panic!("the daemon did not stop within {EXIT_SECS} s\n{}", tail()),
+        }
+    }
+}
+
+/// `retentiond run` as a child process, its log in the file beside its config: a pipe
+/// nobody reads would fill up and block the daemon, maybe while it holds a rule lock.
+struct ChildDaemon {
+    process: std::process::Child,
+    /// The port it listens on, read from its log.
+    port: u16,
+}
+
+impl ChildDaemon {
+    /// Starts `retentiond run --grace-period 10s` and `args` on `cfg`, with `env`'s
+    /// environment and `vars`, and waits until it has bound its port (any free one: the
+    /// config says port 0) and logged which.
+    async fn start(env: &TestEnv, cfg: &Path, args: &[&str], vars: &[(&str, &OsStr)]) -> Self {
+        let log = log_of(cfg);
+        let file = std::fs::File::create(&log).expect("create daemon log");
+        let mut process = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .arg("--config")
+            .arg(cfg)
+            .args(["run", "--grace-period", "10s"])
+            .args(args)
+            .envs(env.env.iter().cloned())
+            .envs(vars.iter().copied())
+            .env("RETENTIOND_LOG", "warn,retentiond=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(STARTUP_SECS);
+        let port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let listen = text
+                .lines()
+                .filter(|l| l.contains("serving /healthz /readyz /metrics"))
+                .find_map(|l| l.split_once(" listen=").map(|(_, a)| a.trim().to_owned()));
+            if let Some(addr) = listen {
+                let addr: std::net::SocketAddr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("listen address `{addr}` in the log: {e}"));
+                break addr.port();
+            }
+            if let Some(status) = process.try_wait().unwrap() {
+                panic!(
+                    "the daemon exited ({status}) before it listened\n{}",
+                    logs(env)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not log its port within {STARTUP_SECS} s\n{}",
+                logs(env)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Self { process, port }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.process.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    fn running(&mut self) -> bool {
+        self.process.try_wait().unwrap().is_none()
+    }
+
+    fn wait_exit(&mut self, env: &TestEnv, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.process.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit within {secs} s\n{}",
+                logs(env)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One request; `None` if there is no answer within 30 s (an in-process daemon's listener
+/// is bound before the daemon serves: a request then waits in its backlog).
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .ok()?;
+    let r = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
         .await
         .ok()?;
     let status = r.status().as_u16();
@@ -160,21 +358,16 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-fn wait_exit(env: &TestEnv, child: &mut Child, secs: u64) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not exit within {secs} s\n{}",
-            logs(env)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The `config_sha256` of `cfg`, as `validate` reports it.
+fn sha_of(env: &TestEnv, cfg: &Path) -> String {
+    env.run(cfg, &["validate", "--format", "json"]).json()["config_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
+// The binary's SIGTERM: the daemon runs on schedule, exports what it did and every
+// process-wide series, and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
     let env = TestEnv::new("daemon").await;
@@ -183,12 +376,16 @@ async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 30);",
     )
     .await;
-    let port = free_port();
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10")),
+        &config(
+            &env,
+            "sigterm",
+            "schedule = \"*/1 * * * * *\"\nbatch_size = 10",
+        ),
     );
-    let mut d = spawn(&env, &cfg);
+    let mut d = ChildDaemon::start(&env, &cfg, &[], &[]).await;
+    let port = d.port;
     wait_for(&env, "healthz", STARTUP_SECS, || async {
         get(port, "/healthz").await.is_some_and(|(s, _)| s == 200)
     })
@@ -222,7 +419,7 @@ async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
         scrape
             .samples
             .iter()
-            .filter(|s| s.metric == name && s.labels.get("rule").is_none_or(|r| r == "logs"))
+            .filter(|s| s.metric == name && s.labels.get("rule").is_none_or(|r| r == "sigterm"))
             .map(|s| match s.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
@@ -241,43 +438,61 @@ async fn schedules_fire_metrics_move_and_sigterm_exits_0() {
         "{text}"
     );
     assert!(
-        text.contains("retentiond_overdue_records{rule=\"logs\"} 0"),
+        text.contains("retentiond_overdue_records{rule=\"sigterm\"} 0"),
+        "{text}"
+    );
+    // The process-wide series, in a process that runs this one daemon.
+    assert_eq!(
+        sample(
+            &text,
+            "retentiond_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "retentiond_config_info",
+            &[("sha256", &sha_of(&env, &cfg))]
+        ),
+        Some(1.0),
         "{text}"
     );
     assert_promtool_clean("a daemon that has run", &text);
 
-    signal(&d, "TERM");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(&env, EXIT_SECS), 0);
 }
 
+// Stopping the daemon (its stop future: what SIGTERM resolves in the binary) during a
+// run: the current batch finishes, the run is recorded interrupted, the daemon returns Ok.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_a_run_records_interrupted_and_exits_0() {
+async fn a_stop_during_a_run_records_it_interrupted_and_returns_ok() {
     let env = TestEnv::new("daemonterm").await;
     env.sql(
         "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 50000);",
     )
     .await;
-    let port = free_port();
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(
+        &config(
             &env,
-            port,
-            "0 0 3 * * *",
-            "batch_size = 2\nmin_batch_size = 1\nmax_batch_size = 2",
-        )),
+            "stop_mid_run",
+            "schedule = \"0 0 3 * * *\"\nbatch_size = 2\nmin_batch_size = 1\nmax_batch_size = 2",
+        ),
     );
-    let mut d = spawn(&env, &cfg);
+    let d = InProcess::start(&cfg, true);
     wait_for(&env, "a running catch-up run", STARTUP_SECS, || async {
         env.scalar("SELECT count(*) FROM logs").await < 49_990
     })
     .await;
-    signal(&d, "TERM");
-    assert_eq!(
-        wait_exit(&env, &mut d, EXIT_SECS),
-        0,
-        "exit 0 within the grace period"
+    let result = d.stop().await;
+    assert!(
+        result.is_ok(),
+        "the daemon stops cleanly within the grace period: {result:?}"
     );
     assert_eq!(
         env.scalar("SELECT count(*) FROM retentiond.runs WHERE status = 'interrupted'")
@@ -295,6 +510,8 @@ async fn sigterm_during_a_run_records_interrupted_and_exits_0() {
     );
 }
 
+// The binary's SIGHUP and SIGINT: a reload of a broken file keeps the old config and
+// `/readyz` says why; a reload of a good one clears it; SIGINT exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_file_keeps_the_old_config() {
     let env = TestEnv::new("daemonhup").await;
@@ -302,10 +519,14 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
         "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);",
     )
     .await;
-    let port = free_port();
-    let good = with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10"));
+    let good = config(
+        &env,
+        "sighup",
+        "schedule = \"0 0 3 * * *\"\nbatch_size = 10",
+    );
     let cfg = env.config_named("retention.toml", &good);
-    let mut d = spawn(&env, &cfg);
+    let mut d = ChildDaemon::start(&env, &cfg, &[], &[]).await;
+    let port = d.port;
     wait_for(&env, "readyz", STARTUP_SECS, || async {
         get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
     })
@@ -322,7 +543,7 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
         good.replace("retain = \"30d\"", "retain = \"30 days\""),
     )
     .unwrap();
-    signal(&d, "HUP");
+    d.signal("HUP");
     wait_for(
         &env,
         "readyz to report the failed reload",
@@ -341,9 +562,9 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
         200,
         "still alive on the old config"
     );
-    assert!(d.try_wait().unwrap().is_none());
+    assert!(d.running());
     std::fs::write(&cfg, &good).unwrap();
-    signal(&d, "HUP");
+    d.signal("HUP");
     wait_for(
         &env,
         "readyz after a good reload",
@@ -351,8 +572,8 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
         || async { get(port, "/readyz").await.is_some_and(|(s, _)| s == 200) },
     )
     .await;
-    signal(&d, "INT");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    d.signal("INT");
+    assert_eq!(d.wait_exit(&env, EXIT_SECS), 0);
     assert_eq!(
         env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'catch_up'")
             .await,
@@ -393,22 +614,25 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
          CREATE TABLE logs2 (LIKE logs INCLUDING ALL);",
     )
     .await;
-    let batch = "batch_size = 5\nmin_batch_size = 1\nmax_batch_size = 5";
     // Two rules, so runs of different rules finish concurrently and must still form one chain.
-    let second = "\n[[rules]]\nname = \"logs2\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs2\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n";
-    let rules = ["logs", "logs2"];
+    let text = config(
+        &env,
+        "replicas",
+        "schedule = \"*/1 * * * * *\"\nbatch_size = 5\nmin_batch_size = 1\nmax_batch_size = 5",
+    ) + "\n"
+        + &rule("replicas-2", "replicas", "logs2");
+    let rules = [("replicas", "logs"), ("replicas-2", "logs2")];
     let mut daemons = Vec::new();
-    let mut ports = Vec::new();
+    let mut cfgs = Vec::new();
     for i in 0..3 {
-        let port = free_port();
-        let text = with_schedule(config(&env, port, "*/1 * * * * *", batch)) + second;
         let cfg = env.config_named(&format!("replica{i}.toml"), &text);
-        daemons.push(spawn(&env, &cfg));
-        ports.push(port);
+        daemons.push(InProcess::start(&cfg, true));
+        cfgs.push(cfg);
     }
     // The soak starts once all three replicas are up: starting (connect, preflight, three
     // concurrent migrations) can take seconds on a loaded machine.
-    for (i, &port) in ports.iter().enumerate() {
+    for (i, d) in daemons.iter().enumerate() {
+        let port = d.port;
         wait_for(
             &env,
             &format!("replica{i} to be ready"),
@@ -425,7 +649,7 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
     // keep one run going for the whole soak, and leave the count of runs to chance.
     let mut fed = [0i64; 2];
     while started.elapsed() < soak {
-        for (i, table) in rules.iter().enumerate() {
+        for (i, (_, table)) in rules.iter().enumerate() {
             if env.scalar(&format!("SELECT count(*) FROM {table}")).await == 0 {
                 env.sql(&format!(
                     "INSERT INTO {table} (at) SELECT now() - interval '40 days' FROM generate_series(1, 300)"
@@ -444,11 +668,9 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
     let deadline = Instant::now() + Duration::from_secs(PATIENCE_SECS);
     loop {
         let mut state = Vec::new();
-        for rule_name in rules {
+        for (rule_name, table) in rules {
             let ran = runs_of(&env, rule_name).await.len();
-            let left = env
-                .scalar(&format!("SELECT count(*) FROM {rule_name}"))
-                .await;
+            let left = env.scalar(&format!("SELECT count(*) FROM {table}")).await;
             state.push((rule_name, ran, left));
         }
         if state.iter().all(|&(_, ran, left)| ran >= want && left == 0) {
@@ -463,14 +685,11 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let elapsed = started.elapsed().as_secs();
-    for d in &daemons {
-        signal(d, "TERM");
-    }
-    for d in &mut daemons {
-        assert_eq!(wait_exit(&env, d, EXIT_SECS), 0);
+    for result in futures::future::join_all(daemons.into_iter().map(InProcess::stop)).await {
+        assert!(result.is_ok(), "a replica stopped cleanly: {result:?}");
     }
     let mut total = 0;
-    for (i, rule_name) in rules.into_iter().enumerate() {
+    for (i, (rule_name, _)) in rules.into_iter().enumerate() {
         // Every row fed was removed by a recorded run, once.
         assert_eq!(
             env.scalar(&format!(
@@ -505,13 +724,9 @@ async fn three_daemons_never_run_a_rule_at_the_same_time() {
         "skipped ticks are not recorded"
     );
     // Runs of both rules, finishing concurrently on three replicas, form one intact chain.
-    let cfg = env.config_named(
-        "verify.toml",
-        &with_schedule(config(&env, free_port(), "*/1 * * * * *", batch)),
-    );
-    let v = crate::common::run_bin(&cfg, &["audit", "verify", "--format", "json"], &env.env);
+    let v = env.run(&cfgs[0], &["audit", "verify", "--format", "json"]);
     v.expect_code(0);
-    // Every sealed run is in the chain: those above, plus any run a SIGTERM interrupted
+    // Every sealed run is in the chain: those above, plus any run a stop interrupted
     // before its first rule (sealed `interrupted`, without rule results).
     let sealed = env
         .scalar("SELECT count(*) FROM retentiond.runs WHERE hash IS NOT NULL")
@@ -534,19 +749,21 @@ async fn thirty_rules_on_the_same_second_all_run() {
              INSERT INTO logs_{i} (account_id, at) SELECT g, now() - interval '40 days' FROM generate_series(1, 40) g;\n"
         );
         rules += &format!(
-            "[[rules]]\nname = \"logs-{i}\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"logs_{i}\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\nsubject = {{ kind = \"account\", column = \"account_id\" }}\nschedule = \"*/5 * * * * *\"\n\n"
+            "\n{}subject = {{ kind = \"account\", column = \"account_id\" }}\nschedule = \"*/5 * * * * *\"\n",
+            rule(&format!("thirty-{i}"), "thirty", &format!("logs_{i}"))
         );
     }
     env.sql(&sql).await;
-    let port = free_port();
-    let text = env.header().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    ) + "\n[categories.logs]\ndescription = \"logs\"\n\n"
-        + &rules;
-    let cfg = env.config_named("retention.toml", &text);
+    let cfg = env.config_named(
+        "retention.toml",
+        &(head(
+            &env,
+            "thirty",
+            "batch_size = 3\nmin_batch_size = 1\nmax_batch_size = 50",
+        ) + &rules),
+    );
     env.run(&cfg, &["migrate"]).expect_code(0);
-    let mut child = spawn(&env, &cfg);
+    let d = InProcess::start(&cfg, true);
     wait_for(&env, "every table emptied", 120, || async {
         let mut left = 0;
         for i in 0..30 {
@@ -563,9 +780,15 @@ async fn thirty_rules_on_the_same_second_all_run() {
             == 30
     })
     .await;
-    signal(&child, "TERM");
-    assert_eq!(wait_exit(&env, &mut child, 40), 0);
-    let log = logs(&env);
+    let result = d.stop().await;
+    assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
+    // The whole log, not only its end (`logs`).
+    let log = std::fs::read_to_string(log_of(&cfg)).unwrap();
+    // It is this daemon's log, runs included: what it lacks, the daemon did not say.
+    assert!(
+        log.contains("retentiond is running") && log.contains("run finished"),
+        "{log}"
+    );
     for bad in ["PoolTimedOut", "pool timed out", "cannot read holds"] {
         assert!(!log.contains(bad), "`{bad}` in the daemon log:\n{log}");
     }
@@ -575,7 +798,8 @@ async fn thirty_rules_on_the_same_second_all_run() {
         )
         .await,
         0,
-        "no rule failed\n{log}"
+        "no rule failed\n{}",
+        logs(&env)
     );
     env.run(&cfg, &["audit", "verify"]).expect_code(0);
 }
@@ -590,30 +814,33 @@ async fn a_failed_conformance_check_never_exports_zero_overdue() {
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 5);",
     )
     .await;
-    let port = free_port();
     // The filter compiles (the preflight's EXPLAIN passes) but fails on every row.
-    let text = with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10"))
-        + "filter = \"1 / (id - id) = 0\"\n";
+    let text = config(
+        &env,
+        "conf_fail",
+        "schedule = \"0 0 3 * * *\"\nbatch_size = 10",
+    ) + "filter = \"1 / (id - id) = 0\"\n";
     let cfg = env.config_named("retention.toml", &text);
-    let mut d = spawn(&env, &cfg);
+    let d = InProcess::start(&cfg, true);
+    let port = d.port;
     wait_for(&env, "the failure exported", PATIENCE_SECS, || async {
-        get(port, "/metrics")
-            .await
-            .is_some_and(|(_, t)| t.contains("retentiond_conformance_check_ok{rule=\"logs\"} 0"))
+        get(port, "/metrics").await.is_some_and(|(_, t)| {
+            t.contains("retentiond_conformance_check_ok{rule=\"conf_fail\"} 0")
+        })
     })
     .await;
     let (_, text) = get(port, "/metrics").await.expect("metrics");
     assert!(
-        !text.contains("retentiond_overdue_records{rule=\"logs\"}"),
+        !text.contains("retentiond_overdue_records{rule=\"conf_fail\"}"),
         "no overdue figure from a check that failed:\n{text}"
     );
     assert!(
-        text.contains("retentiond_conformance_failures_total{rule=\"logs\"}"),
+        text.contains("retentiond_conformance_failures_total{rule=\"conf_fail\"}"),
         "{text}"
     );
     assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 5);
-    signal(&d, "TERM");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    let result = d.stop().await;
+    assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
 }
 
 // Issue 13, item 11: one store down stops only its own rules. The daemon starts with a
@@ -637,16 +864,19 @@ async fn a_store_that_is_down_stops_only_its_own_rules() {
         ),
     )
     .unwrap();
-    let port = free_port();
     let cfg = env.config_named(
         "retention.toml",
-        &(with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10"))
-            + &format!(
-                "\n[stores.down]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n[[rules]]\nname = \"far\"\ncategory = \"logs\"\nstore = \"down\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n",
-                env.dir.path().join("down.url").display()
-            )),
+        &(config(
+            &env,
+            "store_down",
+            "schedule = \"*/1 * * * * *\"\nbatch_size = 10",
+        ) + &format!(
+            "\n[stores.down]\nkind = \"postgres\"\nurl_file = \"{}\"\n\n[[rules]]\nname = \"far\"\ncategory = \"store_down\"\nstore = \"down\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"30d\"\naction = \"delete\"\n",
+            env.dir.path().join("down.url").display()
+        )),
     );
-    let mut d = spawn(&env, &cfg);
+    let d = InProcess::start(&cfg, true);
+    let port = d.port;
     wait_for(
         &env,
         "readyz to name the store that is down",
@@ -664,11 +894,11 @@ async fn a_store_that_is_down_stops_only_its_own_rules() {
         PATIENCE_SECS,
         || async {
             env.scalar(
-            "SELECT count(*) FROM retentiond.runs r JOIN retentiond.rule_results x USING (run_id)
-             WHERE x.rule = 'logs' AND r.trigger = 'schedule' AND x.status = 'succeeded'",
-        )
-        .await
-            >= 2
+                "SELECT count(*) FROM retentiond.runs r JOIN retentiond.rule_results x USING (run_id)
+                 WHERE x.rule = 'store_down' AND r.trigger = 'schedule' AND x.status = 'succeeded'",
+            )
+            .await
+                >= 2
         },
     )
     .await;
@@ -680,17 +910,20 @@ async fn a_store_that_is_down_stops_only_its_own_rules() {
         || async {
             env.scalar(
                 "SELECT count(*) FROM retentiond.rule_results
-             WHERE rule = 'far' AND status = 'failed'
-               AND errors::text LIKE '%store `down` is not reachable%'",
+                 WHERE rule = 'far' AND status = 'failed'
+                   AND errors::text LIKE '%store `down` is not reachable%'",
             )
             .await
                 >= 2
         },
     )
     .await;
-    assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
-    signal(&d, "TERM");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    assert!(
+        get(port, "/healthz").await.is_some_and(|(s, _)| s == 200),
+        "the daemon keeps running"
+    );
+    let result = d.stop().await;
+    assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
 }
 
 // Issue 13, item 11: the partition list is read at each run. A leaf attached after the
@@ -705,12 +938,16 @@ async fn a_partition_attached_after_start_is_swept() {
          INSERT INTO logs (at) SELECT now() - interval '1 day' FROM generate_series(1, 10);",
     )
     .await;
-    let port = free_port();
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(&env, port, "*/1 * * * * *", "batch_size = 10")),
+        &config(
+            &env,
+            "late_leaf",
+            "schedule = \"*/1 * * * * *\"\nbatch_size = 10",
+        ),
     );
-    let mut d = spawn(&env, &cfg);
+    let d = InProcess::start(&cfg, true);
+    let port = d.port;
     wait_for(&env, "readyz", STARTUP_SECS, || async {
         get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
     })
@@ -739,8 +976,8 @@ async fn a_partition_attached_after_start_is_swept() {
         10,
         "young rows kept"
     );
-    signal(&d, "TERM");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    let result = d.stop().await;
+    assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
 }
 
 // Issue 19: a daemon exports every series an alert needs from its first scrape, before
@@ -754,40 +991,31 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 12);",
     )
     .await;
-    let port = free_port();
     // The rule runs at 03:00 on 1 January and is not caught up: nothing runs here.
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(&env, port, "0 0 3 1 1 *", "batch_size = 10")).replace(
-            "[daemon]\n",
-            "[daemon]\nconformance_schedule = \"*/2 * * * * *\"\n",
+        &config(
+            &env,
+            "first_scrape",
+            "schedule = \"0 0 3 1 1 *\"\nbatch_size = 10\nconformance_schedule = \"*/2 * * * * *\"",
         ),
     );
-    let log = std::fs::File::create(cfg.with_extension("log")).unwrap();
-    let mut d = Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "--no-catch-up", "--grace-period", "10s"])
-        .envs(env.env.iter().cloned())
-        .env("RETENTIOND_LOG", "warn,retentiond=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    let d = InProcess::start(&cfg, false);
+    let port = d.port;
     // The first answer of /metrics.
-    let deadline = std::time::Instant::now() + Duration::from_secs(STARTUP_SECS);
+    let deadline = Instant::now() + Duration::from_secs(STARTUP_SECS);
     let text = loop {
         if let Some((200, body)) = get(port, "/metrics").await {
             break body;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "no /metrics within {STARTUP_SECS} s\n{}",
             logs(&env)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let rule = [("rule", "logs")];
+    let rule = [("rule", "first_scrape")];
     assert_eq!(
         sample(
             &text,
@@ -810,9 +1038,9 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
             &text,
             "retentiond_rule_info",
             &[
-                ("rule", "logs"),
-                ("category", "logs"),
-                ("store", "app"),
+                ("rule", "first_scrape"),
+                ("category", "first_scrape"),
+                ("store", "first_scrape"),
                 ("action", "delete"),
                 ("schedule", "0 0 3 1 1 *")
             ]
@@ -824,7 +1052,7 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
         sample(
             &text,
             "retentiond_records_removed_total",
-            &[("rule", "logs"), ("action", "delete")]
+            &[("rule", "first_scrape"), ("action", "delete")]
         ),
         Some(0.0),
         "{text}"
@@ -834,6 +1062,8 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
         Some(0.0),
         "{text}"
     );
+    // Every daemon of this process sets it; that one of its own does is checked in
+    // `schedules_fire_metrics_move_and_sigterm_exits_0`.
     assert_eq!(
         sample(
             &text,
@@ -843,13 +1073,13 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
         Some(1.0),
         "{text}"
     );
-    // This daemon's scrape, not another test's on a reused port: the config's hash.
-    let sha = env.run(&cfg, &["validate", "--format", "json"]).json()["config_sha256"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // This daemon's config: its hash is this test's alone (the config names its files).
     assert_eq!(
-        sample(&text, "retentiond_config_info", &[("sha256", &sha)]),
+        sample(
+            &text,
+            "retentiond_config_info",
+            &[("sha256", &sha_of(&env, &cfg))]
+        ),
         Some(1.0),
         "{text}"
     );
@@ -861,9 +1091,10 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
         PATIENCE_SECS,
         || async {
             get(port, "/metrics").await.is_some_and(|(_, t)| {
-                sample(&t, "retentiond_store_up", &[("store", "app")]) == Some(1.0)
+                let store = [("store", "first_scrape")];
+                sample(&t, "retentiond_store_up", &store) == Some(1.0)
                     && sample(&t, "retentiond_overdue_records", &rule) == Some(12.0)
-                    && sample(&t, "retentiond_clock_skew_seconds", &[("store", "app")]).is_some()
+                    && sample(&t, "retentiond_clock_skew_seconds", &store).is_some()
             })
         },
     )
@@ -892,8 +1123,8 @@ async fn a_fresh_daemon_exports_every_alerting_series_from_the_first_scrape() {
         17,
         "the check removes nothing"
     );
-    signal(&d, "TERM");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    let result = d.stop().await;
+    assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
 }
 
 // Issue 19, item 4: with this host's clock an hour ahead of the database's (faketime),
@@ -907,10 +1138,9 @@ async fn a_skewed_host_clock_is_reported_and_does_not_move_cutoffs() {
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 3);",
     )
     .await;
-    let port = free_port();
     let cfg = env.config_named(
         "retention.toml",
-        &with_schedule(config(&env, port, "0 0 3 * * *", "batch_size = 10")),
+        &config(&env, "skew", "schedule = \"0 0 3 * * *\"\nbatch_size = 10"),
     );
     let skewed = |args: &[&str]| {
         let out = Command::new("faketime")
@@ -958,41 +1188,38 @@ async fn a_skewed_host_clock_is_reported_and_does_not_move_cutoffs() {
         .map(|e| e.path().join("faketime/libfaketime.so.1"))
         .find(|p| p.exists())
         .expect("libfaketime (scripts/ensure-promtool installs it)");
-    let log = std::fs::File::create(cfg.with_extension("log")).unwrap();
-    let mut d = Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "--no-catch-up", "--grace-period", "10s"])
-        .envs(env.env.iter().cloned())
-        .env("LD_PRELOAD", &lib)
-        .env("FAKETIME", "+1h")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("RETENTIOND_LOG", "warn,retentiond=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    let mut d = ChildDaemon::start(
+        &env,
+        &cfg,
+        &["--no-catch-up"],
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("FAKETIME", OsStr::new("+1h")),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", OsStr::new("1")),
+        ],
+    )
+    .await;
+    let port = d.port;
     wait_for(&env, "the skew on /metrics", STARTUP_SECS, || async {
         get(port, "/metrics").await.is_some_and(|(_, t)| {
-            sample(&t, "retentiond_clock_skew_seconds", &[("store", "app")])
+            sample(&t, "retentiond_clock_skew_seconds", &[("store", "skew")])
                 .is_some_and(|s| (s - 3600.0).abs() < 60.0)
         })
     })
     .await;
     assert!(
-        std::fs::read_to_string(cfg.with_extension("log"))
+        std::fs::read_to_string(log_of(&cfg))
             .unwrap()
             .contains("s off the database's"),
         "the daemon warns\n{}",
         logs(&env)
     );
-    signal(&d, "TERM");
-    assert_eq!(wait_exit(&env, &mut d, EXIT_SECS), 0);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(&env, EXIT_SECS), 0);
 }
 
 // Issue 14: the daemon takes its listener, its shutdown and its reloads, so it runs in
-// this test process on port 0 and is reloaded and stopped without a signal. (It installs
-// the process's metrics recorder: it is the one in-process daemon of this binary.)
+// this test process on port 0 and is reloaded and stopped without a signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_in_process_and_reloads_and_stops_without_signals() {
     let env = TestEnv::new("in_process").await;
@@ -1001,51 +1228,53 @@ async fn the_daemon_runs_in_process_and_reloads_and_stops_without_signals() {
          INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 9);",
     )
     .await;
-    let cfg = env.config_named(
-        "retention.toml",
-        &with_schedule(config(&env, 9, "0 0 3 1 1 *", "batch_size = 10")),
+    let good = config(
+        &env,
+        "in_process",
+        "schedule = \"0 0 3 1 1 *\"\nbatch_size = 10",
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (reload_tx, reload_rx) = futures::channel::mpsc::unbounded::<()>();
-    let daemon = retentiond::schedule::run_daemon(
-        &cfg,
-        listener,
-        Some("10s"),
-        true,
-        async {
-            let _ = stop_rx.await;
+    let cfg = env.config_named("retention.toml", &good);
+    let d = InProcess::start(&cfg, true);
+    let port = d.port;
+    wait_for(&env, "readyz", STARTUP_SECS, || async {
+        get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    // Catch-up runs the rule, which never succeeded.
+    wait_for(&env, "the catch-up run", PATIENCE_SECS, || async {
+        env.scalar("SELECT count(*) FROM logs").await == 0
+    })
+    .await;
+    // A broken file, then a reload: the old config stays and /readyz says why.
+    std::fs::write(&cfg, "[daemon\n").unwrap();
+    d.reload();
+    wait_for(
+        &env,
+        "readyz to report the failed reload",
+        PATIENCE_SECS,
+        || async {
+            get(port, "/readyz")
+                .await
+                .is_some_and(|(s, body)| s == 503 && body.contains("config reload failed"))
         },
-        reload_rx,
+    )
+    .await;
+    assert_eq!(
+        get(port, "/healthz").await.map(|(s, _)| s),
+        Some(200),
+        "still alive on the old config"
     );
-    let steps = async {
-        wait_for(&env, "readyz", STARTUP_SECS, || async {
-            get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
-        })
-        .await;
-        // Catch-up runs the rule, which never succeeded.
-        wait_for(&env, "the catch-up run", PATIENCE_SECS, || async {
-            env.scalar("SELECT count(*) FROM logs").await == 0
-        })
-        .await;
-        // A broken file, then a reload: the old config stays and /readyz says why.
-        std::fs::write(&cfg, "[daemon\n").unwrap();
-        reload_tx.unbounded_send(()).unwrap();
-        wait_for(
-            &env,
-            "readyz to report the failed reload",
-            PATIENCE_SECS,
-            || async {
-                get(port, "/readyz")
-                    .await
-                    .is_some_and(|(s, body)| s == 503 && body.contains("config reload failed"))
-            },
-        )
-        .await;
-        stop_tx.send(()).unwrap();
-    };
-    let (result, ()) = tokio::join!(daemon, steps);
+    // The good file again: the next reload clears it.
+    std::fs::write(&cfg, &good).unwrap();
+    d.reload();
+    wait_for(
+        &env,
+        "readyz after a good reload",
+        PATIENCE_SECS,
+        || async { get(port, "/readyz").await.is_some_and(|(s, _)| s == 200) },
+    )
+    .await;
+    let result = d.stop().await;
     assert!(result.is_ok(), "the daemon stopped cleanly: {result:?}");
     assert!(
         get(port, "/healthz").await.is_none(),
