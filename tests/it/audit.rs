@@ -228,3 +228,55 @@ async fn a_sweep_whose_every_rule_was_skipped_does_not_exit_0() {
     env.run(&cfg, &["sweep"]).expect_code(0);
     assert_eq!(env.scalar("SELECT count(*) FROM logs").await, 0);
 }
+
+// Issue 14, item 6: statuses and modes became enums with no change of the canonical form.
+// A trail sealed by the binary of commit 2512913 (before the change) verifies with this
+// one, at its own head hash, and the chain goes on from it: a new run links to it, and a
+// record edited afterwards is still caught.
+#[tokio::test]
+async fn a_trail_sealed_by_the_previous_binary_verifies_and_the_chain_goes_on() {
+    let env = TestEnv::new("old_trail").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, account_id bigint, at timestamptz);
+         INSERT INTO logs (account_id, at) SELECT g % 5, now() - interval '40 days' FROM generate_series(1, 10) g;",
+    )
+    .await;
+    env.sql(include_str!("../fixtures/trail-2512913.sql")).await;
+    // search_path is left empty by the dump's own SET; the binary sets its own.
+    let cfg = env.config(RULES);
+    let v = env.run(&cfg, &["audit", "verify", "--format", "json"]);
+    v.expect_code(0);
+    let head = "d6afc23acd8047912c6768cd24c42c8a8da9ab53f5dfef225e6b064c46ec3577";
+    assert_eq!(v.json()["records"], 5, "{}", v.stdout);
+    assert_eq!(v.json()["head_hash"], head, "{}", v.stdout);
+    // The old runs read back with their statuses.
+    let list = env.run(&cfg, &["report", "list", "--format", "json"]);
+    list.expect_code(0);
+    let runs = list.json();
+    let statuses: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 3, "{}", list.stdout);
+    assert!(statuses.iter().all(|s| *s == "succeeded"), "{statuses:?}");
+    // A new run continues the chain from the old head.
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    let v = env.run(&cfg, &["audit", "verify", "--format", "json"]);
+    v.expect_code(0);
+    assert_eq!(v.json()["records"], 6);
+    let prev: String =
+        sqlx::query_scalar("SELECT prev_hash FROM retentiond.runs ORDER BY chain_seq DESC LIMIT 1")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(prev, head, "the new record links to the old head");
+    // And the old records are still protected: an edit is caught.
+    tamper(
+        &env,
+        "UPDATE retentiond.runs SET actor = 'mallory' WHERE chain_seq = 1",
+    )
+    .await;
+    env.run(&cfg, &["audit", "verify"]).expect_code(4);
+}
