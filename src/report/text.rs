@@ -100,6 +100,7 @@ pub fn render_text(r: &RunReport) -> String {
                     | "note"
                     | "kept_within_floor"
                     | "erasable_from"
+                    | "retention"
             ) {
                 let _ = writeln!(out, "  {} {k}: {v}", x.rule);
             }
