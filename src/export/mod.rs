@@ -4,23 +4,21 @@
 //! (trigger `export`) holding counts and a keyed pseudonym of the subject, never its id
 //! or data. Rows stream from PostgreSQL to the file: memory does not grow with them.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use tracing::warn;
-
-use crate::audit::RunStart;
-use crate::config::{Config, Rule, StoreConfig, Target};
-use crate::preflight::{Preflight, Prepared, PreparedTable};
-use crate::report::{RuleReport, RunReport, Status};
-use crate::store::pg_sql::{SubjectRows, SubjectType};
-use crate::sweep::{run_status, Engine, RunOutcome};
-
 mod bundle;
 
-use bundle::{sha256_of, Hashed, Manifest, ObjectLine};
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::audit::RunStart;
+use crate::config::{Rule, Target};
+use crate::preflight::{Preflight, Prepared, PreparedTable};
+use crate::report::{RuleReport, RunReport, Status};
+use crate::store::pg_sql::{Statement, SubjectRows, SubjectType};
+use crate::sweep::{run_status, Engine, RunOutcome};
+
+use bundle::{create_private_dir, sha256_of, Hashed, Manifest, ObjectLine};
 pub use bundle::{BundleFile, Destination};
 
 /// An export's result: the sealed run and the files written.
@@ -29,9 +27,25 @@ pub struct Exported {
     pub files: Vec<BundleFile>,
 }
 
+/// The bundle of one subject while it is written.
+struct Writer<'a> {
+    engine: &'a Engine,
+    kind: &'a str,
+    id: &'a str,
+    dir: PathBuf,
+    with_objects: bool,
+    files: Vec<BundleFile>,
+    /// `objects.ndjson`, once a rule with objects has listed one.
+    objects: Option<Hashed>,
+    /// Keys already copied (two rules on one table list the same objects).
+    copied: HashSet<String>,
+}
+
 impl Engine {
     /// Exports subject `kind:id` of `rules` (table rules with that subject kind, checked
-    /// by `preflight`) to `dest`, recorded as a run with trigger `export`.
+    /// by `preflight`) to `dest`, recorded as a run with trigger `export`. The
+    /// destination must be empty: an existing directory with files, or a prefix with
+    /// objects, is refused before anything is read.
     #[allow(clippy::too_many_arguments)]
     pub async fn export(
         &self,
@@ -43,14 +57,11 @@ impl Engine {
         actor: &str,
         preflight: &Preflight,
     ) -> anyhow::Result<Exported> {
-        let key = std::env::var(&self.config.hmac_key_env).unwrap_or_default();
+        check_empty(self, dest).await?;
         let staging;
         let dir = match dest {
             Destination::Dir(d) => {
-                if d.exists() && std::fs::read_dir(d)?.next().is_some() {
-                    anyhow::bail!("--out {}: the directory is not empty", d.display());
-                }
-                std::fs::create_dir_all(d)
+                create_private_dir(d)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
                 d.clone()
             }
@@ -67,16 +78,21 @@ impl Engine {
                 actor: actor.into(),
                 config_sha256: self.config.sha256.clone(),
                 as_of: None,
-                subject_hash: Some(crate::anonymise::pseudonym(
-                    key.as_bytes(),
-                    &format!("{kind}:{id}"),
-                )),
+                subject_hash: Some(self.subject_pseudonym(kind, id)),
             })
             .await
             .map_err(|e| anyhow::anyhow!("failed to record the run start: {e}"))?;
-        let mut files = Vec::new();
+        let mut w = Writer {
+            engine: self,
+            kind,
+            id,
+            dir,
+            with_objects,
+            files: Vec::new(),
+            objects: None,
+            copied: HashSet::new(),
+        };
         let mut reports = Vec::new();
-        let mut objects = None;
         let mut errors = Vec::new();
         for (position, name) in rules.iter().enumerate() {
             let (Some(rule), Some(Prepared::Table(p))) =
@@ -84,9 +100,7 @@ impl Engine {
             else {
                 continue;
             };
-            let report = self
-                .export_rule(rule, p, id, &dir, with_objects, &mut objects, &mut files)
-                .await;
+            let report = w.rule(rule, p).await;
             if let Err(e) = self
                 .audit
                 .record_rule(&handle, position, &report, false)
@@ -96,41 +110,12 @@ impl Engine {
             }
             reports.push(report);
         }
-        if let Some(o) = objects.take() {
-            let o: Hashed = o;
-            files.push(BundleFile {
-                path: "objects.ndjson".into(),
-                sha256: o.finish()?,
-                rows: None,
-                bytes: None,
-                rule: None,
-            });
+        // From here on every failure fails the run: it is never left `running`.
+        if let Err(e) = w.close(&handle.run_id.to_string(), &reports, dest).await {
+            errors.push(w.redact(&e));
         }
         let status = if errors.is_empty() {
             run_status(&reports, false)
-        } else {
-            Status::Failed
-        };
-        let manifest = Manifest {
-            schema: "retentiond.export/1",
-            run_id: handle.run_id.to_string(),
-            config_sha256: &self.config.sha256,
-            subject: format!("{kind}:{id}"),
-            exported_at: chrono::Utc::now(),
-            with_objects,
-            files: &files,
-        };
-        std::fs::write(
-            dir.join("manifest.json"),
-            serde_json::to_vec_pretty(&manifest)?,
-        )?;
-        if let Destination::Store { store, prefix } = dest {
-            if let Err(e) = self.upload(store, prefix, &dir, &files).await {
-                errors.push(e);
-            }
-        }
-        let status = if errors.is_empty() {
-            status
         } else {
             Status::Failed
         };
@@ -140,68 +125,93 @@ impl Engine {
             .finish_run(handle, status.as_str(), error.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("failed to record the run end: {e}"))?;
+        crate::report::copy_out(&self.config, &self.stores, &report).await;
         crate::metrics::record_run(&report);
         Ok(Exported {
             outcome: RunOutcome { report },
-            files,
+            files: w.files,
         })
     }
+}
 
-    /// Writes one rule's rows (`rules/RULE.ndjson`) and lists (and copies) the objects
-    /// they point at; the rule's result for the trail: counts only.
-    #[allow(clippy::too_many_arguments)]
-    async fn export_rule(
-        &self,
-        rule: &Rule,
-        p: &PreparedTable,
-        id: &str,
-        dir: &Path,
-        with_objects: bool,
-        objects: &mut Option<Hashed>,
-        files: &mut Vec<BundleFile>,
-    ) -> RuleReport {
+/// Refuses a destination that already holds something: a bundle must not mix with
+/// another (stale copies the new manifest would not list).
+async fn check_empty(engine: &Engine, dest: &Destination) -> anyhow::Result<()> {
+    match dest {
+        Destination::Dir(d) => {
+            if d.exists() && std::fs::read_dir(d)?.next().is_some() {
+                anyhow::bail!("--out {}: the directory is not empty", d.display());
+            }
+        }
+        Destination::Store { store, prefix } => {
+            let s3 = engine
+                .stores
+                .s3
+                .get(store)
+                .ok_or_else(|| anyhow::anyhow!("store `{store}` is not connected"))?;
+            let (listed, _) = s3.list_page(prefix, None).await?;
+            if !listed.is_empty() {
+                anyhow::bail!("--out s3://{store}/{prefix}: the prefix already holds objects");
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Writer<'_> {
+    /// `message` without the subject's id in the spellings a path or a key gives it:
+    /// what may go to the trail. (The messages built here name no path and no value;
+    /// this also catches a server's message that quotes a key. A raw id shorter than four
+    /// characters is left: replacing every `1` would garble the message.)
+    fn redact(&self, message: &str) -> String {
+        let mut m = message.to_owned();
+        let spellings = [
+            bundle::safe_name(&format!("{}:{}", self.kind, self.id)),
+            bundle::safe_name(self.id),
+            self.id.to_owned(),
+        ];
+        for s in spellings.iter().filter(|s| s.chars().count() >= 4) {
+            m = m.replace(s.as_str(), "<subject>");
+        }
+        m
+    }
+
+    /// One rule's rows (`rules/RULE.ndjson`) and the objects they point at; the rule's
+    /// result for the trail: counts, never a hash of the data (an unkeyed hash of rows
+    /// anyone can read back would tie the run to its subject).
+    async fn rule(&mut self, rule: &Rule, p: &PreparedTable) -> RuleReport {
         let mut report = RuleReport {
             rule: rule.name.clone(),
             category: rule.category.clone(),
             store: rule.store.clone(),
-            place: rule.place(&self.config),
+            place: rule.place(&self.engine.config),
             action: "export".into(),
             status: Status::Succeeded,
             ..Default::default()
         };
         let started = std::time::Instant::now();
-        if let Err(e) = self
-            .export_rows(rule, p, id, dir, with_objects, objects, files, &mut report)
-            .await
-        {
+        if let Err(e) = self.rows(rule, p, &mut report).await {
             report.status = Status::Failed;
-            report.errors.push(e);
+            report.errors.push(self.redact(&e));
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         report
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn export_rows(
-        &self,
+    async fn rows(
+        &mut self,
         rule: &Rule,
         p: &PreparedTable,
-        id: &str,
-        dir: &Path,
-        with_objects: bool,
-        objects: &mut Option<Hashed>,
-        files: &mut Vec<BundleFile>,
         report: &mut RuleReport,
     ) -> Result<(), String> {
-        let Target::Table(t) = &rule.target else {
+        let (Target::Table(t), Some(subject)) = (&rule.target, rule.subject()) else {
             return Ok(());
         };
-        let Some(subject) = &t.subject else {
-            return Ok(());
-        };
-        let pg = self.stores.pg(&rule.store);
+        let pg = self.engine.stores.pg(&rule.store);
         let ty = SubjectType::of(&p.info.columns[subject.column.as_str()].type_name);
-        let id = ty.normalise(id).map_err(|e| format!("subject {e}"))?;
+        let id = ty
+            .normalise(self.id)
+            .map_err(|_| "the subject id does not fit the subject column".to_owned())?;
         let columns: Vec<(String, String)> = p
             .info
             .columns
@@ -218,7 +228,7 @@ impl Engine {
         };
         let path = format!("rules/{}.ndjson", rule.name);
         let io = |e: std::io::Error| format!("cannot write {path}: {e}");
-        let mut file = Hashed::create(&dir.join(&path)).map_err(io)?;
+        let mut file = Hashed::create(&self.dir.join(&path)).map_err(io)?;
         let n = pg
             .for_each_text(&rows.rows(), |line| file.line(&line))
             .await
@@ -227,10 +237,7 @@ impl Engine {
         report.matched = n;
         report.details.insert("rows".into(), n.into());
         report.details.insert("file".into(), path.clone().into());
-        report
-            .details
-            .insert("sha256".into(), sha256.clone().into());
-        files.push(BundleFile {
+        self.files.push(BundleFile {
             path,
             sha256,
             rows: Some(n),
@@ -239,15 +246,7 @@ impl Engine {
         });
         if let Some(o) = &t.objects {
             let listed = self
-                .export_objects(
-                    rule,
-                    &o.store,
-                    &rows.keys(&o.key_columns),
-                    dir,
-                    with_objects,
-                    objects,
-                    files,
-                )
+                .objects(rule, &o.store, &rows.keys(&o.key_columns))
                 .await?;
             report.details.insert("objects".into(), listed.into());
         }
@@ -255,19 +254,9 @@ impl Engine {
     }
 
     /// Lists the keys the subject's rows hold in `objects.ndjson`, with each object's
-    /// facts, and with `with_objects` copies each to `objects/<sha256 of the key>`.
-    #[allow(clippy::too_many_arguments)]
-    async fn export_objects(
-        &self,
-        rule: &Rule,
-        store: &str,
-        keys: &crate::store::pg_sql::Statement,
-        dir: &Path,
-        with_objects: bool,
-        objects: &mut Option<Hashed>,
-        files: &mut Vec<BundleFile>,
-    ) -> Result<u64, String> {
-        let pg = self.stores.pg(&rule.store);
+    /// facts, and with `--with-objects` copies each to `objects/<sha256 of the key>`.
+    async fn objects(&mut self, rule: &Rule, store: &str, keys: &Statement) -> Result<u64, String> {
+        let pg = self.engine.stores.pg(&rule.store);
         let mut all = Vec::new();
         pg.for_each_text(keys, |k| {
             all.push(k);
@@ -281,37 +270,38 @@ impl Engine {
             )
         })?;
         let s3 = self
+            .engine
             .stores
             .s3
             .get(store)
             .ok_or_else(|| format!("objects store `{store}` is not connected"))?;
-        if objects.is_none() {
-            *objects = Some(
-                Hashed::create(&dir.join("objects.ndjson"))
-                    .map_err(|e| format!("cannot write objects.ndjson: {e}"))?,
-            );
-        }
+        let mut out = match self.objects.take() {
+            Some(o) => o,
+            None => Hashed::create(&self.dir.join("objects.ndjson"))
+                .map_err(|e| format!("cannot write objects.ndjson: {e}"))?,
+        };
         for key in &all {
             let facts = s3.facts(key).await.map_err(|e| e.to_string())?;
-            let mut file = None;
-            if with_objects && facts.is_some() {
-                let rel = format!("objects/{}", hex::encode(Sha256::digest(key.as_bytes())));
-                let path = dir.join(&rel);
-                std::fs::create_dir_all(dir.join("objects"))
+            let rel = format!("objects/{}", hex::encode(Sha256::digest(key.as_bytes())));
+            let file = (self.with_objects && facts.is_some()).then(|| rel.clone());
+            if file.is_some() && self.copied.insert(key.clone()) {
+                let path = self.dir.join(&rel);
+                create_private_dir(&self.dir.join("objects"))
                     .map_err(|e| format!("cannot create objects/: {e}"))?;
+                bundle::create_private_file(&path)
+                    .map_err(|e| format!("cannot create {rel}: {e}"))?;
                 let bytes = s3
                     .download_to(key, &path)
                     .await
                     .map_err(|e| e.to_string())?;
                 let sha256 = sha256_of(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
-                files.push(BundleFile {
-                    path: rel.clone(),
+                self.files.push(BundleFile {
+                    path: rel,
                     sha256,
                     rows: None,
                     bytes: Some(bytes),
                     rule: Some(rule.name.clone()),
                 });
-                file = Some(rel);
             }
             let line = ObjectLine {
                 rule: &rule.name,
@@ -322,29 +312,74 @@ impl Engine {
                 file,
             };
             let text = serde_json::to_string(&line).map_err(|e| e.to_string())?;
-            objects
-                .as_mut()
-                .expect("created above")
-                .line(&text)
+            out.line(&text)
                 .map_err(|e| format!("cannot write objects.ndjson: {e}"))?;
         }
+        self.objects = Some(out);
         Ok(all.len() as u64)
     }
 
-    /// Uploads a staged bundle (its files, then the manifest) under `prefix`.
-    async fn upload(
-        &self,
-        store: &str,
-        prefix: &str,
-        dir: &Path,
-        files: &[BundleFile],
+    /// Finishes `objects.ndjson`, writes `manifest.json` (with the run's status and the
+    /// rules whose files are missing or incomplete), and uploads a staged bundle.
+    async fn close(
+        &mut self,
+        run_id: &str,
+        reports: &[RuleReport],
+        dest: &Destination,
     ) -> Result<(), String> {
+        if let Some(o) = self.objects.take() {
+            let sha256 = o
+                .finish()
+                .map_err(|e| format!("cannot write objects.ndjson: {e}"))?;
+            self.files.push(BundleFile {
+                path: "objects.ndjson".into(),
+                sha256,
+                rows: None,
+                bytes: None,
+                rule: None,
+            });
+        }
+        let failed_rules: Vec<String> = reports
+            .iter()
+            .filter(|r| r.status != Status::Succeeded)
+            .map(|r| r.rule.clone())
+            .collect();
+        let manifest = Manifest {
+            schema: "retentiond.export/1",
+            run_id: run_id.to_owned(),
+            status: if failed_rules.is_empty() {
+                Status::Succeeded
+            } else {
+                Status::Failed
+            },
+            failed_rules,
+            config_sha256: &self.engine.config.sha256,
+            subject: format!("{}:{}", self.kind, self.id),
+            exported_at: chrono::Utc::now(),
+            with_objects: self.with_objects,
+            files: &self.files,
+        };
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+        let mut f = bundle::create_private_file(&self.dir.join("manifest.json"))
+            .map_err(|e| format!("cannot write manifest.json: {e}"))?;
+        std::io::Write::write_all(&mut f, &text)
+            .map_err(|e| format!("cannot write manifest.json: {e}"))?;
+        if let Destination::Store { store, prefix } = dest {
+            self.upload(store, prefix).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads the staged bundle (its files, then the manifest) under `prefix`.
+    async fn upload(&self, store: &str, prefix: &str) -> Result<(), String> {
         let s3 = self
+            .engine
             .stores
             .s3
             .get(store)
             .ok_or_else(|| format!("store `{store}` is not connected"))?;
-        let names = files
+        let names = self
+            .files
             .iter()
             .map(|f| f.path.as_str())
             .chain(std::iter::once("manifest.json"));
@@ -356,12 +391,9 @@ impl Engine {
             } else {
                 "application/octet-stream"
             };
-            s3.upload_file(&format!("{prefix}{name}"), &dir.join(name), kind)
+            s3.upload_file(&format!("{prefix}{name}"), &self.dir.join(name), kind)
                 .await
-                .map_err(|e| {
-                    warn!(error = %e, "export upload failed");
-                    format!("cannot upload {name}: {e}")
-                })?;
+                .map_err(|e| format!("cannot upload {name}: {e}"))?;
         }
         Ok(())
     }

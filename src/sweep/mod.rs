@@ -158,6 +158,12 @@ impl Engine {
 
     /// Erases subject `kind:id` across `rules`; recorded with trigger `erase` and the
     /// subject only as a keyed hash.
+    /// The keyed pseudonym a subject is recorded as (`erase` and `export`).
+    pub fn subject_pseudonym(&self, kind: &str, id: &str) -> String {
+        let key = std::env::var(&self.config.hmac_key_env).unwrap_or_default();
+        crate::anonymise::pseudonym(key.as_bytes(), &format!("{kind}:{id}"))
+    }
+
     pub async fn erase(
         &self,
         rules: &[String],
@@ -167,17 +173,13 @@ impl Engine {
         actor: &str,
         preflight: &Preflight,
     ) -> anyhow::Result<RunOutcome> {
-        let key = std::env::var(&self.config.hmac_key_env).unwrap_or_default();
         let start = RunStart {
             trigger: "erase".into(),
             mode: mode.as_str().into(),
             actor: actor.into(),
             config_sha256: self.config.sha256.clone(),
             as_of: None,
-            subject_hash: Some(crate::anonymise::pseudonym(
-                key.as_bytes(),
-                &format!("{kind}:{id}"),
-            )),
+            subject_hash: Some(self.subject_pseudonym(kind, id)),
         };
         let opts = RuleOptions {
             as_of: None,

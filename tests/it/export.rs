@@ -10,13 +10,15 @@ use crate::s3::{keys, plain_servers, put};
 const ID: &str = "987654321";
 
 const SCHEMA: &str = "CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint, amount numeric(30,10),
-       big bigint, pdf bytea, tags text[], meta jsonb, issued_at timestamptz, note text, kind text NOT NULL);
-     INSERT INTO invoices (account_id, amount, big, pdf, tags, meta, issued_at, note, kind) VALUES
+       big bigint, pdf bytea, tags text[], meta jsonb, issued_at timestamptz, note text, kind text NOT NULL,
+       cash money, nums bigint[], blobs bytea[]);
+     INSERT INTO invoices (account_id, amount, big, pdf, tags, meta, issued_at, note, kind, cash, nums, blobs) VALUES
        (987654321, 12345678901234567890.0123456789, 9007199254740993, decode(repeat('00ff10', 40), 'hex'),
-        ARRAY['a', 'b \"q\"'], '{\"k\": [1, 2.50, null]}', '2026-01-02 03:04:05.678901+00', E'line\\nbreak é', 'invoice'),
-       (987654321, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'invoice'),
-       (987654321, 1, 1, NULL, NULL, NULL, now(), 'a promo', 'promo'),
-       (5, 2, 2, NULL, NULL, NULL, now(), 'another account', 'invoice');
+        ARRAY['a', 'b \"q\"'], '{\"k\": [1, 2.50, null]}', '2026-01-02 03:04:05.678901+00', E'line\\nbreak é', 'invoice',
+        12.5, ARRAY[9007199254740993, NULL], ARRAY['\\x00ff'::bytea, NULL]),
+       (987654321, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'invoice', NULL, NULL, NULL),
+       (987654321, 1, 1, NULL, NULL, NULL, now(), 'a promo', 'promo', NULL, NULL, NULL),
+       (5, 2, 2, NULL, NULL, NULL, now(), 'another account', 'invoice', NULL, NULL, NULL);
      CREATE TABLE gens (id bigint PRIMARY KEY, account_id bigint, output_key text, created_at timestamptz NOT NULL);";
 
 const RULES: &str = "[categories.invoices]\nmin_retain = \"7y\"\n\n\
@@ -141,6 +143,21 @@ async fn an_export_matches_the_database_row_by_row_and_the_trail_keeps_no_subjec
         assert_eq!(row["note"].as_str(), w.7.as_deref());
         assert_eq!(row["kind"], "invoice");
     }
+    // money without its currency, arrays of bigint as strings and of bytea as base64.
+    assert_eq!(exported[0]["cash"], "12.50");
+    assert_eq!(
+        exported[0]["nums"],
+        serde_json::json!(["9007199254740993", null])
+    );
+    assert_eq!(exported[0]["blobs"], serde_json::json!(["AP8=", null]));
+    assert!(exported[1]["cash"].is_null() && exported[1]["blobs"].is_null());
+    // A bundle is personal data: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("rules/invoices.ndjson")), 0o600);
+    assert_eq!(mode(&out.join("manifest.json")), 0o600);
+    assert_eq!(manifest["status"], "succeeded");
     // The trail: one sealed export run, with counts and a keyed pseudonym, never the id.
     let trail: String = sqlx::query_scalar(
         "SELECT string_agg(x, ' ') FROM (SELECT to_jsonb(r)::text AS x FROM retentiond.runs r \
@@ -214,7 +231,7 @@ async fn an_unknown_kind_is_exit_2_and_a_subject_without_data_is_an_empty_export
             out.to_str().unwrap(),
         ],
     );
-    again.expect_code(1);
+    again.expect_code(2);
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
 }
 
@@ -234,10 +251,11 @@ async fn linked_objects_are_listed_copied_and_written_to_a_store() {
         put(&c, &bucket, "g/a b.png", "picture one").await;
         put(&c, &bucket, "../escape", "a key that is not a path").await;
         put(&c, &bucket, "g/other.png", "someone else's").await;
-        let cfg = env.config(&format!(
+        let body = format!(
             "{}{RULES}[[rules]]\nname = \"gens\"\ncategory = \"assets\"\nstore = \"app\"\ntable = \"gens\"\nage_column = \"created_at\"\nretain = \"30d\"\naction = \"delete\"\nsubject = {{ kind = \"account\", column = \"account_id\" }}\nobjects = {{ store = \"assets\", key_columns = [\"output_key\"] }}\n",
             server.store(&bucket)
-        ));
+        );
+        let cfg = env.config(&body);
         let out = env.dir.path().join("with-objects");
         let run = env.run(
             &cfg,
@@ -283,37 +301,48 @@ async fn linked_objects_are_listed_copied_and_written_to_a_store() {
             }
         }
         assert!(manifest["files"].as_array().unwrap().len() >= 4);
-        // The same bundle to the s3 store of the config.
-        let run = env.run(
-            &cfg,
-            &[
-                "export",
-                "--subject",
-                &format!("account:{ID}"),
-                "--out",
-                "s3://assets/exports/req-1",
-                "--with-objects",
-            ],
-        );
-        run.expect_code(0);
-        let stored = keys(&c, &bucket, "exports/req-1/").await;
-        assert!(
-            stored.contains(&"exports/req-1/manifest.json".to_string()),
-            "{stored:?}"
-        );
-        assert!(
-            stored.contains(&"exports/req-1/rules/gens.ndjson".to_string()),
-            "{stored:?}"
-        );
-        assert!(
-            stored.contains(&"exports/req-1/objects.ndjson".to_string()),
-            "{stored:?}"
-        );
+        // The same bundle to an s3 store of the config that no rule uses.
+        let exports = server.bucket(false).await;
+        let cfg = env.config(&format!(
+            "[stores.exports]\nkind = \"s3\"\nbucket = \"{exports}\"\nregion = \"{}\"\nendpoint_env = \"S3_ENDPOINT\"\nforce_path_style = true\n\n{body}",
+            server.region
+        ));
+        let subject = format!("account:{ID}");
+        let to_store = [
+            "export",
+            "--subject",
+            &subject,
+            "--out",
+            "s3://exports/req-1",
+            "--with-objects",
+        ];
+        env.run(&cfg, &to_store).expect_code(0);
+        let stored = keys(&c, &exports, "req-1/").await;
+        for want in [
+            "req-1/manifest.json",
+            "req-1/rules/gens.ndjson",
+            "req-1/objects.ndjson",
+        ] {
+            assert!(
+                stored.contains(&want.to_string()),
+                "{}: {stored:?}",
+                server.name
+            );
+        }
         assert_eq!(
             stored.len(),
             manifest["files"].as_array().unwrap().len() + 1,
             "{stored:?}"
         );
+        // A prefix that holds something already is refused: bundles never mix.
+        let again = env.run(&cfg, &to_store);
+        again.expect_code(1);
+        assert!(
+            again.stderr.contains("already holds objects"),
+            "{}",
+            again.stderr
+        );
+        assert_eq!(keys(&c, &exports, "req-1/").await, stored);
         assert_eq!(
             env.scalar("SELECT count(*) FROM gens").await,
             4,
@@ -362,7 +391,7 @@ async fn a_subjects_file_erases_and_exports_each_subject_in_its_own_run() {
     run.expect_code(0);
     let subjects = run.json()["subjects"].as_array().unwrap().clone();
     assert_eq!(subjects.len(), 2);
-    for (dir, n) in [("account_1", 3), ("account_3", 3)] {
+    for (dir, n) in [("account%3A1", 3), ("account%3A3", 3)] {
         let m = check_manifest(&out.join(dir));
         assert_eq!(m["files"][0]["rows"], n);
     }

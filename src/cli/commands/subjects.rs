@@ -33,6 +33,15 @@ fn subjects(one: Option<&str>, file: Option<&Path>) -> Result<Vec<(String, Strin
             if out.is_empty() {
                 return Err(Fail::usage(format!("{} lists no subject", path.display())));
             }
+            let mut seen = std::collections::HashSet::new();
+            for (kind, id) in &out {
+                if !seen.insert((kind, id)) {
+                    return Err(Fail::usage(format!(
+                        "{} lists {kind}:{id} twice: one request, one run",
+                        path.display()
+                    )));
+                }
+            }
             Ok(out)
         }
         (None, None) => Err(Fail::usage("give --subject or --subjects-file")),
@@ -174,12 +183,21 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
         Mode::Enforce
     };
     let who = actor(a.actor);
-    let mut outcomes = Vec::new();
+    let mut outcomes: Vec<(String, RunOutcome)> = Vec::new();
     for (kind, id, rules) in &b.work {
         if b.engine.shutdown.is_cancelled() {
             break;
         }
-        let outcome = b.engine.erase(rules, kind, id, mode, &who, &b.pf).await?;
+        let outcome = match b.engine.erase(rules, kind, id, mode, &who, &b.pf).await {
+            Ok(o) => o,
+            Err(e) if !single => {
+                // The trail cannot take a run: stop, and say which subjects were done.
+                let rows: Vec<_> = outcomes.iter().map(|(s, o)| (s.clone(), o, None)).collect();
+                print_summary("erasure (stopped)", &rows, a.format);
+                return Err(Fail::runtime(format!("{e:#}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if single {
             print_run(&b.engine, &outcome.report, a.format, a.show_samples);
         }
@@ -189,9 +207,21 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
         let rows: Vec<_> = outcomes.iter().map(|(s, o)| (s.clone(), o, None)).collect();
         print_summary("erasure", &rows, a.format);
     }
+    let stopped = outcomes.len() < b.work.len();
+    if stopped {
+        eprintln!(
+            "stopped by a signal: {} of {} subject(s) not erased",
+            b.work.len() - outcomes.len(),
+            b.work.len()
+        );
+    }
     // An erasure has no max_delete guard: never refused.
     let outcomes: Vec<RunOutcome> = outcomes.into_iter().map(|(_, o)| o).collect();
-    Ok(batch_exit(&outcomes))
+    Ok(if stopped {
+        Exit::Failures
+    } else {
+        batch_exit(&outcomes)
+    })
 }
 
 pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
@@ -199,24 +229,54 @@ pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
     let single = a.subjects_file.is_none();
     let config = load_config(config_path)?;
     let dest = Destination::parse(&a.out, &config).map_err(Fail::usage)?;
-    let b = batch(config_path, subjects, true, "export").await?;
+    let mut b = batch(config_path, subjects, true, "export").await?;
+    if let Destination::Store { store, .. } = &dest {
+        connect_destination(&mut b.engine, store).await?;
+    }
+    let targets: Vec<Destination> = b
+        .work
+        .iter()
+        .map(|(kind, id, _)| {
+            if single {
+                dest.clone()
+            } else {
+                dest.for_subject(kind, id)
+            }
+        })
+        .collect();
+    // Every destination is checked before the first export: none may hold anything.
+    for t in &targets {
+        if let Destination::Dir(d) = t {
+            if d.exists() && std::fs::read_dir(d).map_or(true, |mut e| e.next().is_some()) {
+                return Err(Fail::usage(format!(
+                    "--out {}: the directory is not empty",
+                    d.display()
+                )));
+            }
+        }
+    }
     cancel_on_signal(b.engine.shutdown.clone());
     let who = actor(a.actor);
     let mut done: Vec<(String, Exported)> = Vec::new();
-    for (kind, id, rules) in &b.work {
+    let mut failed: Vec<String> = Vec::new();
+    for ((kind, id, rules), to) in b.work.iter().zip(&targets) {
         if b.engine.shutdown.is_cancelled() {
             break;
         }
-        let to = if single {
-            dest.clone()
-        } else {
-            dest.for_subject(kind, id)
-        };
-        let exported = b
+        let subject = format!("{kind}:{id}");
+        let exported = match b
             .engine
-            .export(rules, kind, id, &to, a.with_objects, &who, &b.pf)
+            .export(rules, kind, id, to, a.with_objects, &who, &b.pf)
             .await
-            .map_err(|e| Fail::runtime(format!("{e:#}")))?;
+        {
+            Ok(e) => e,
+            Err(e) if single => return Err(Fail::runtime(format!("{e:#}"))),
+            Err(e) => {
+                eprintln!("error: {subject}: {e:#}");
+                failed.push(subject);
+                continue;
+            }
+        };
         if single {
             print_run(&b.engine, &exported.outcome.report, a.format, false);
             if a.format == Format::Text {
@@ -227,7 +287,7 @@ pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
                 );
             }
         }
-        done.push((format!("{kind}:{id}"), exported));
+        done.push((subject, exported));
     }
     if !single {
         let rows: Vec<_> = done
@@ -236,6 +296,33 @@ pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
             .collect();
         print_summary("export", &rows, a.format);
     }
+    let skipped = b.work.len() - done.len() - failed.len();
+    if skipped > 0 {
+        eprintln!("stopped by a signal: {skipped} subject(s) not exported");
+    }
     let outcomes: Vec<RunOutcome> = done.into_iter().map(|(_, e)| e.outcome).collect();
-    Ok(batch_exit(&outcomes))
+    Ok(if failed.is_empty() && skipped == 0 {
+        batch_exit(&outcomes)
+    } else {
+        Exit::Failures
+    })
+}
+
+/// Connects the s3 store an export goes to (no rule may use it), and checks that its
+/// bucket answers, before anything is read.
+async fn connect_destination(engine: &mut Engine, store: &str) -> Result<(), Fail> {
+    if !engine.stores.s3.contains_key(store) {
+        let Some(crate::config::StoreConfig::S3(cfg)) = engine.config.stores.get(store) else {
+            return Err(Fail::usage(format!(
+                "`{store}` is not an s3 store of the config"
+            )));
+        };
+        let s3 = crate::store::s3::S3Store::connect(store, cfg).await;
+        engine.stores.s3.insert(store.to_owned(), s3);
+    }
+    engine.stores.s3[store]
+        .preflight()
+        .await
+        .map_err(|e| Fail::runtime(format!("--out: {e}")))?;
+    Ok(())
 }

@@ -88,7 +88,25 @@ pub(super) fn rules(
                     "a rule needs `table` (postgres store) or `prefix` (s3 store)".into(),
                 ))
             }
-            (true, false) => table_target(loc, &r, &rp, stores, events)?,
+            (true, false) => {
+                let target = table_target(loc, &r, &rp, stores, events)?;
+                if let (
+                    Target::Table(TableTarget {
+                        age: Age::Event(e), ..
+                    }),
+                    Some(min),
+                ) = (&target, category.min_retain)
+                {
+                    return Err(err(
+                        &f("after_event"),
+                        format!(
+                            "category `{}` has a legal floor (min_retain {min}), which counts from each record's own date; an `after_event` rule counts from event `{}` and cannot keep it. Put the rule in a category without min_retain, and keep the floor with an age_column rule on the same table: it wins over the event rule",
+                            r.category, e.event
+                        ),
+                    ));
+                }
+                target
+            }
             (false, true) => prefix_target(loc, &r, &rp, stores)?,
         };
         rules.push(Rule {

@@ -84,12 +84,30 @@ impl SubjectRows<'_> {
 /// A column as a JSON value, by its catalog type.
 fn json_value(column: &str, type_name: &str) -> String {
     match type_name {
-        "bigint" | "money" => format!("to_jsonb(CAST({column} AS text))"),
+        // Arrays first (`numeric(12,2)[]` also starts with "numeric"): element by element,
+        // NULL elements stay null (one dimension).
+        "bigint[]" => format!("to_jsonb(CAST({column} AS text[]))"),
+        t if t.starts_with("numeric") && t.ends_with("[]") => {
+            format!("to_jsonb(CAST({column} AS text[]))")
+        }
+        "money[]" => format!("to_jsonb(CAST(CAST({column} AS numeric[]) AS text[]))"),
+        "bytea[]" => format!(
+            "CASE WHEN {column} IS NULL THEN NULL ELSE COALESCE((SELECT jsonb_agg(to_jsonb({}) ORDER BY o) \
+             FROM unnest({column}) WITH ORDINALITY AS u(x, o)), CAST('[]' AS jsonb)) END",
+            base64("u.x")
+        ),
+        "bigint" => format!("to_jsonb(CAST({column} AS text))"),
+        // Without the currency symbol and the locale's separators.
+        "money" => format!("to_jsonb(CAST(CAST({column} AS numeric) AS text))"),
         t if t.starts_with("numeric") => format!("to_jsonb(CAST({column} AS text))"),
         // Without the line breaks PostgreSQL puts into base64 every 76 characters.
-        "bytea" => format!("to_jsonb(translate(encode({column}, 'base64'), E'\\n', ''))"),
+        "bytea" => format!("to_jsonb({})", base64(column)),
         _ => format!("to_jsonb({column})"),
     }
+}
+
+fn base64(value: &str) -> String {
+    format!("translate(encode({value}, 'base64'), E'\\n', '')")
 }
 
 /// A column name as a SQL string literal (catalog names may hold quotes).

@@ -398,3 +398,24 @@ pub fn age_sql(age: &Age, table: &TableName) -> String {
         }
     }
 }
+
+/// `age < p` for the rows of `table`. For an `after_event` rule it is a semi-join on
+/// the subjects whose event happened before `p` (the same rows `age_sql(..) < p`
+/// selects), which PostgreSQL can hash once per statement, or drive from an index on the
+/// rule's subject column, instead of looking the event up for every row.
+pub fn due_before(age: &Age, table: &TableName, p: &str) -> String {
+    match age {
+        Age::Column(c) => format!("{} < {p}", c.quoted()),
+        Age::Event(e) => {
+            let at = format!("retentiond_event.{}", e.at.quoted());
+            format!(
+                "{}.{} IN (SELECT retentiond_event.{key} FROM {} AS retentiond_event \
+                 GROUP BY retentiond_event.{key} HAVING bool_and({at} IS NOT NULL) AND max({at}) < {p})",
+                table.quoted(),
+                e.subject.quoted(),
+                e.table.quoted(),
+                key = e.key.quoted(),
+            )
+        }
+    }
+}

@@ -9,7 +9,7 @@ impl Selection<'_> {
         // Without a cutoff (erasure of one subject) every age qualifies, NULL included.
         if let Some(cutoff) = self.cutoff {
             let p = params.push(self.age_kind.cutoff_param(cutoff));
-            conds.push(format!("{} < {p}", age_sql(self.age, self.table)));
+            conds.push(due_before(self.age, self.table, &p));
         } else {
             conds.push("true".to_owned());
         }

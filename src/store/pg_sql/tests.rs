@@ -236,15 +236,22 @@ fn an_event_age_is_its_subjects_latest_event_and_null_until_it_happened() {
         skip: &[],
     };
     let st = sel.delete_batch(&Batch::First(10));
-    // The event table is aliased and the row's subject column is qualified by its own
-    // table, so a same-named column of the event table can never stand in for it.
+    // Due: a semi-join on the subjects whose event happened before the cutoff, the event
+    // table aliased so that its same-named columns never stand in for the row's, and the
+    // row's subject column qualified by its own table.
     assert!(
         st.sql.contains(
-            "(SELECT CASE WHEN bool_or(retentiond_event.\"closed_at\" IS NULL) THEN NULL ELSE max(retentiond_event.\"closed_at\") END \
-             FROM \"public\".\"accounts\" AS retentiond_event WHERE retentiond_event.\"id\" = \"public\".\"generations\".\"account_id\") < $1"
+            "\"public\".\"generations\".\"account_id\" IN (SELECT retentiond_event.\"id\" FROM \"public\".\"accounts\" AS retentiond_event \
+             GROUP BY retentiond_event.\"id\" HAVING bool_and(retentiond_event.\"closed_at\" IS NOT NULL) AND max(retentiond_event.\"closed_at\") < $1)"
         ),
         "{}",
         st.sql
+    );
+    // The age itself (oldest, floors of other rules): the latest event, NULL until then.
+    assert_eq!(
+        age_sql(&age, &table),
+        "(SELECT CASE WHEN bool_or(retentiond_event.\"closed_at\" IS NULL) THEN NULL ELSE max(retentiond_event.\"closed_at\") END \
+         FROM \"public\".\"accounts\" AS retentiond_event WHERE retentiond_event.\"id\" = \"public\".\"generations\".\"account_id\")"
     );
     assert!(matches!(st.params.0[0], Param::Timestamptz(_)));
 }

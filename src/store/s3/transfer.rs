@@ -1,5 +1,6 @@
 //! Object transfer for exports: an object's facts, a download to a file, an upload from
-//! one. Bodies stream between the network and the file: memory stays flat.
+//! one. Bodies stream between the network and the file: memory stays flat. Errors name
+//! no path: a bundle's paths can spell its subject.
 
 use std::path::Path;
 
@@ -50,12 +51,9 @@ impl S3Store {
             .await
             .map_err(|e| self.err("GetObject", describe(&e)))?;
         let mut body = out.body;
-        let mut file = tokio::fs::File::create(path).await.map_err(|e| {
-            self.err(
-                "GetObject",
-                format!("cannot create {}: {e}", path.display()),
-            )
-        })?;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| self.err("GetObject", format!("cannot create the copy: {e}")))?;
         let mut size = 0u64;
         while let Some(chunk) = body
             .try_next()
@@ -63,13 +61,13 @@ impl S3Store {
             .map_err(|e| self.err("GetObject", e.to_string()))?
         {
             size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(|e| {
-                self.err("GetObject", format!("cannot write {}: {e}", path.display()))
-            })?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| self.err("GetObject", format!("cannot write the copy: {e}")))?;
         }
         file.flush()
             .await
-            .map_err(|e| self.err("GetObject", format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| self.err("GetObject", format!("cannot write the copy: {e}")))?;
         Ok(size)
     }
 
@@ -82,7 +80,7 @@ impl S3Store {
     ) -> Result<(), S3Error> {
         let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
             .await
-            .map_err(|e| self.err("PutObject", format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| self.err("PutObject", format!("cannot read the staged file: {e}")))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
