@@ -111,7 +111,15 @@ impl Engine {
             reports.push(report);
         }
         // From here on every failure fails the run: it is never left `running`.
-        if let Err(e) = w.close(&handle.run_id.to_string(), &reports, dest).await {
+        if let Err(e) = w
+            .close(
+                &handle.run_id.to_string(),
+                &reports,
+                !errors.is_empty(),
+                dest,
+            )
+            .await
+        {
             errors.push(w.redact(&e));
         }
         let status = if errors.is_empty() {
@@ -269,8 +277,8 @@ impl Writer<'_> {
                 crate::sweep::error_ref(&e)
             )
         })?;
-        let s3 = self
-            .engine
+        let engine = self.engine;
+        let s3 = engine
             .stores
             .s3
             .get(store)
@@ -280,27 +288,33 @@ impl Writer<'_> {
             None => Hashed::create(&self.dir.join("objects.ndjson"))
                 .map_err(|e| format!("cannot write objects.ndjson: {e}"))?,
         };
-        for key in &all {
+        // The listing file goes back whatever happens: other rules' lines are in it.
+        let listed = self.list_objects(&mut out, rule, store, s3, &all).await;
+        self.objects = Some(out);
+        listed.map(|()| all.len() as u64)
+    }
+
+    /// Writes one line per key to `out`, copying each object with `--with-objects`
+    /// (once, whichever rules list it). Messages name no key and no copy: a key's hash
+    /// names its copy, and a key can be personal data.
+    async fn list_objects(
+        &mut self,
+        out: &mut Hashed,
+        rule: &Rule,
+        store: &str,
+        s3: &crate::store::s3::S3Store,
+        keys: &[String],
+    ) -> Result<(), String> {
+        for key in keys {
             let facts = s3.facts(key).await.map_err(|e| e.to_string())?;
             let rel = format!("objects/{}", hex::encode(Sha256::digest(key.as_bytes())));
             let file = (self.with_objects && facts.is_some()).then(|| rel.clone());
-            if file.is_some() && self.copied.insert(key.clone()) {
-                let path = self.dir.join(&rel);
-                create_private_dir(&self.dir.join("objects"))
-                    .map_err(|e| format!("cannot create objects/: {e}"))?;
-                bundle::create_private_file(&path)
-                    .map_err(|e| format!("cannot create {rel}: {e}"))?;
-                let bytes = s3
-                    .download_to(key, &path)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let sha256 = sha256_of(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+            if file.is_some() && !self.copied.contains(key) {
+                let copied = self.copy(s3, key, &rel).await?;
+                self.copied.insert(key.clone());
                 self.files.push(BundleFile {
-                    path: rel,
-                    sha256,
-                    rows: None,
-                    bytes: Some(bytes),
                     rule: Some(rule.name.clone()),
+                    ..copied
                 });
             }
             let line = ObjectLine {
@@ -315,8 +329,33 @@ impl Writer<'_> {
             out.line(&text)
                 .map_err(|e| format!("cannot write objects.ndjson: {e}"))?;
         }
-        self.objects = Some(out);
-        Ok(all.len() as u64)
+        Ok(())
+    }
+
+    /// Copies the object at `key` to `rel` in the bundle.
+    async fn copy(
+        &self,
+        s3: &crate::store::s3::S3Store,
+        key: &str,
+        rel: &str,
+    ) -> Result<BundleFile, String> {
+        let path = self.dir.join(rel);
+        create_private_dir(&self.dir.join("objects"))
+            .map_err(|e| format!("cannot create objects/: {e}"))?;
+        bundle::create_private_file(&path)
+            .map_err(|e| format!("cannot create an object copy: {e}"))?;
+        let bytes = s3
+            .download_to(key, &path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sha256 = sha256_of(&path).map_err(|e| format!("cannot read an object copy: {e}"))?;
+        Ok(BundleFile {
+            path: rel.to_owned(),
+            sha256,
+            rows: None,
+            bytes: Some(bytes),
+            rule: None,
+        })
     }
 
     /// Finishes `objects.ndjson`, writes `manifest.json` (with the run's status and the
@@ -325,6 +364,7 @@ impl Writer<'_> {
         &mut self,
         run_id: &str,
         reports: &[RuleReport],
+        unrecorded: bool,
         dest: &Destination,
     ) -> Result<(), String> {
         if let Some(o) = self.objects.take() {
@@ -347,7 +387,7 @@ impl Writer<'_> {
         let manifest = Manifest {
             schema: "retentiond.export/1",
             run_id: run_id.to_owned(),
-            status: if failed_rules.is_empty() {
+            status: if failed_rules.is_empty() && !unrecorded {
                 Status::Succeeded
             } else {
                 Status::Failed
@@ -393,7 +433,14 @@ impl Writer<'_> {
             };
             s3.upload_file(&format!("{prefix}{name}"), &self.dir.join(name), kind)
                 .await
-                .map_err(|e| format!("cannot upload {name}: {e}"))?;
+                .map_err(|e| {
+                    let what = if name.starts_with("objects/") {
+                        "an object copy"
+                    } else {
+                        name
+                    };
+                    format!("cannot upload {what}: {e}")
+                })?;
         }
         Ok(())
     }

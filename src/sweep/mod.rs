@@ -156,14 +156,14 @@ impl Engine {
             .await
     }
 
-    /// Erases subject `kind:id` across `rules`; recorded with trigger `erase` and the
-    /// subject only as a keyed hash.
     /// The keyed pseudonym a subject is recorded as (`erase` and `export`).
     pub fn subject_pseudonym(&self, kind: &str, id: &str) -> String {
         let key = std::env::var(&self.config.hmac_key_env).unwrap_or_default();
         crate::anonymise::pseudonym(key.as_bytes(), &format!("{kind}:{id}"))
     }
 
+    /// Erases subject `kind:id` across `rules`; recorded with trigger `erase` and the
+    /// subject only as a keyed hash.
     pub async fn erase(
         &self,
         rules: &[String],

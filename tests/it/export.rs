@@ -336,7 +336,7 @@ async fn linked_objects_are_listed_copied_and_written_to_a_store() {
         );
         // A prefix that holds something already is refused: bundles never mix.
         let again = env.run(&cfg, &to_store);
-        again.expect_code(1);
+        again.expect_code(2);
         assert!(
             again.stderr.contains("already holds objects"),
             "{}",

@@ -246,12 +246,25 @@ pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
         .collect();
     // Every destination is checked before the first export: none may hold anything.
     for t in &targets {
-        if let Destination::Dir(d) = t {
-            if d.exists() && std::fs::read_dir(d).map_or(true, |mut e| e.next().is_some()) {
-                return Err(Fail::usage(format!(
-                    "--out {}: the directory is not empty",
-                    d.display()
-                )));
+        match t {
+            Destination::Dir(d) => {
+                if d.exists() && std::fs::read_dir(d).map_or(true, |mut e| e.next().is_some()) {
+                    return Err(Fail::usage(format!(
+                        "--out {}: the directory is not empty",
+                        d.display()
+                    )));
+                }
+            }
+            Destination::Store { store, prefix } => {
+                let (listed, _) = b.engine.stores.s3[store]
+                    .list_page(prefix, None)
+                    .await
+                    .map_err(|e| Fail::runtime(format!("--out: {e}")))?;
+                if !listed.is_empty() {
+                    return Err(Fail::usage(format!(
+                        "--out s3://{store}/{prefix}: the prefix already holds objects"
+                    )));
+                }
             }
         }
     }
@@ -320,9 +333,11 @@ async fn connect_destination(engine: &mut Engine, store: &str) -> Result<(), Fai
         let s3 = crate::store::s3::S3Store::connect(store, cfg).await;
         engine.stores.s3.insert(store.to_owned(), s3);
     }
-    engine.stores.s3[store]
-        .preflight()
-        .await
-        .map_err(|e| Fail::runtime(format!("--out: {e}")))?;
+    // HeadBucket only: a bucket for exports needs no more permissions than writing.
+    if !engine.stores.s3[store].reachable().await {
+        return Err(Fail::runtime(format!(
+            "--out: the bucket of store `{store}` does not answer"
+        )));
+    }
     Ok(())
 }

@@ -399,22 +399,26 @@ pub fn age_sql(age: &Age, table: &TableName) -> String {
     }
 }
 
-/// `age < p` for the rows of `table`. For an `after_event` rule it is a semi-join on
-/// the subjects whose event happened before `p` (the same rows `age_sql(..) < p`
-/// selects), which PostgreSQL can hash once per statement, or drive from an index on the
-/// rule's subject column, instead of looking the event up for every row.
+/// `age < p` for the rows of `table`. For an `after_event` rule: the subject has an
+/// event before `p` and none that has not happened or happened since, the same rows
+/// `age_sql(..) < p` selects. Both are correlated on the event's subject column, so an
+/// index on it makes each a probe per row, whatever the size of the event table.
 pub fn due_before(age: &Age, table: &TableName, p: &str) -> String {
     match age {
         Age::Column(c) => format!("{} < {p}", c.quoted()),
         Age::Event(e) => {
-            let at = format!("retentiond_event.{}", e.at.quoted());
-            format!(
-                "{}.{} IN (SELECT retentiond_event.{key} FROM {} AS retentiond_event \
-                 GROUP BY retentiond_event.{key} HAVING bool_and({at} IS NOT NULL) AND max({at}) < {p})",
+            let ev = "retentiond_event";
+            let at = format!("{ev}.{}", e.at.quoted());
+            let same = format!(
+                "{ev}.{} = {}.{}",
+                e.key.quoted(),
                 table.quoted(),
-                e.subject.quoted(),
-                e.table.quoted(),
-                key = e.key.quoted(),
+                e.subject.quoted()
+            );
+            let from = format!("FROM {} AS {ev}", e.table.quoted());
+            format!(
+                "EXISTS (SELECT 1 {from} WHERE {same} AND {at} < {p}) \
+                 AND NOT EXISTS (SELECT 1 {from} WHERE {same} AND ({at} IS NULL OR {at} >= {p}))"
             )
         }
     }

@@ -236,14 +236,16 @@ fn an_event_age_is_its_subjects_latest_event_and_null_until_it_happened() {
         skip: &[],
     };
     let st = sel.delete_batch(&Batch::First(10));
-    // Due: a semi-join on the subjects whose event happened before the cutoff, the event
-    // table aliased so that its same-named columns never stand in for the row's, and the
-    // row's subject column qualified by its own table.
+    // Due: the subject has an event before the cutoff and none unhappened or later,
+    // looked up by the event's subject column; the event table aliased so that its
+    // same-named columns never stand in for the row's, the row's subject column
+    // qualified by its own table.
+    let ev = "FROM \"public\".\"accounts\" AS retentiond_event WHERE retentiond_event.\"id\" = \"public\".\"generations\".\"account_id\"";
     assert!(
-        st.sql.contains(
-            "\"public\".\"generations\".\"account_id\" IN (SELECT retentiond_event.\"id\" FROM \"public\".\"accounts\" AS retentiond_event \
-             GROUP BY retentiond_event.\"id\" HAVING bool_and(retentiond_event.\"closed_at\" IS NOT NULL) AND max(retentiond_event.\"closed_at\") < $1)"
-        ),
+        st.sql.contains(&format!(
+            "EXISTS (SELECT 1 {ev} AND retentiond_event.\"closed_at\" < $1) AND NOT EXISTS (SELECT 1 {ev} \
+             AND (retentiond_event.\"closed_at\" IS NULL OR retentiond_event.\"closed_at\" >= $1))"
+        )),
         "{}",
         st.sql
     );
