@@ -1,6 +1,7 @@
 //! `RawConfig` (the file as serde reads it) → `Config` (typed, cross-checked), one TOML
 //! section per module. Every error is positioned at its field.
 
+mod age;
 mod audit;
 mod categories;
 mod daemon;
