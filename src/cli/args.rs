@@ -268,9 +268,9 @@ pub enum HoldCommand {
     },
 }
 
-/// `erase`.
+/// Whose request: one subject, or the batch of a file (`erase`, `export`).
 #[derive(Debug, Args)]
-pub struct EraseArgs {
+pub struct SubjectsArg {
     /// KIND:ID, e.g. account:42.
     #[arg(
         long,
@@ -279,9 +279,16 @@ pub struct EraseArgs {
     )]
     pub subject: Option<String>,
     /// A file of subjects, one KIND:ID per line (blank lines and `#` comments skipped):
-    /// one run per subject, then one summary.
+    /// one run per subject (an export each in its own subdirectory), then one summary.
     #[arg(long, value_name = "FILE")]
     pub subjects_file: Option<std::path::PathBuf>,
+}
+
+/// `erase`.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub subjects: SubjectsArg,
     /// Report what would be erased; change nothing but the audit record.
     #[arg(long)]
     pub dry_run: bool,
@@ -299,17 +306,8 @@ pub struct EraseArgs {
 /// `export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// KIND:ID, e.g. account:42.
-    #[arg(
-        long,
-        required_unless_present = "subjects_file",
-        conflicts_with = "subjects_file"
-    )]
-    pub subject: Option<String>,
-    /// A file of subjects, one KIND:ID per line (blank lines and `#` comments skipped):
-    /// one export and one run per subject, each in its own subdirectory, then one summary.
-    #[arg(long, value_name = "FILE")]
-    pub subjects_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub subjects: SubjectsArg,
     /// A directory (created; must be empty), or s3://STORE/PREFIX of an s3 store of the
     /// config.
     #[arg(long, value_name = "DIR")]

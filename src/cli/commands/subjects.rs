@@ -173,8 +173,11 @@ fn print_summary(what: &str, rows: &[(String, &RunOutcome, Option<usize>)], form
 }
 
 pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
-    let subjects = subjects(a.subject.as_deref(), a.subjects_file.as_deref())?;
-    let single = a.subjects_file.is_none();
+    let subjects = subjects(
+        a.subjects.subject.as_deref(),
+        a.subjects.subjects_file.as_deref(),
+    )?;
+    let single = a.subjects.subjects_file.is_none();
     let b = batch(config_path, subjects, false, "erase").await?;
     cancel_on_signal(b.engine.shutdown.clone());
     let mode = if a.dry_run {
@@ -225,8 +228,11 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
 }
 
 pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
-    let subjects = subjects(a.subject.as_deref(), a.subjects_file.as_deref())?;
-    let single = a.subjects_file.is_none();
+    let subjects = subjects(
+        a.subjects.subject.as_deref(),
+        a.subjects.subjects_file.as_deref(),
+    )?;
+    let single = a.subjects.subjects_file.is_none();
     let config = load_config(config_path)?;
     let dest = Destination::parse(&a.out, &config).map_err(Fail::usage)?;
     let mut b = batch(config_path, subjects, true, "export").await?;

@@ -120,25 +120,14 @@ impl S3Store {
     /// The current object at exactly `key` (unversioned buckets), `None` when absent.
     /// One HEAD per key: cheaper than a listing on every server.
     pub async fn head(&self, key: &str) -> Result<Option<Listed>, S3Error> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(h) => Ok(Some(Listed {
-                key: key.to_owned(),
-                version_id: None,
-                is_latest: true,
-                delete_marker: false,
-                last_modified: h.last_modified().map(to_chrono).unwrap_or_else(Utc::now),
-                size: h.content_length().unwrap_or(0).max(0) as u64,
-            })),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(self.err("HeadObject", describe(&e))),
-        }
+        Ok(self.facts(key).await?.map(|f| Listed {
+            key: key.to_owned(),
+            version_id: None,
+            is_latest: true,
+            delete_marker: false,
+            last_modified: f.last_modified,
+            size: f.size,
+        }))
     }
 
     /// Tags of one object version.
