@@ -51,6 +51,11 @@ pub fn describe() {
         "Runs of the rule that ended failed or partial."
     );
     describe_counter!(
+        "retentiond_anchor_failures_total",
+        Unit::Count,
+        "Chain heads that could not be anchored in `[audit] anchor_store` (the next seal anchors a newer head)."
+    );
+    describe_counter!(
         "retentiond_runs_total",
         Unit::Count,
         "Finished runs, by mode and status."
@@ -183,4 +188,15 @@ pub fn record_overdue(rule: &str, overdue: u64, oldest_age_seconds: f64) {
 pub fn record_conformance_failure(rule: &str) {
     gauge!("retentiond_conformance_check_ok", "rule" => rule.to_owned()).set(0.0);
     counter!("retentiond_conformance_failures_total", "rule" => rule.to_owned()).increment(1);
+}
+
+/// An anchor write to `store` failed.
+pub fn anchor_failed(store: &str) {
+    counter!("retentiond_anchor_failures_total", "store" => store.to_owned()).increment(1);
+}
+
+/// Shows the anchor failure counter of `store` at 0 before any failure, so an alert on
+/// its increase fires on the first one.
+pub fn anchor_series(store: &str) {
+    counter!("retentiond_anchor_failures_total", "store" => store.to_owned()).increment(0);
 }

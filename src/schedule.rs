@@ -65,6 +65,8 @@ pub async fn load(config_path: &Path, shutdown: CancellationToken) -> Result<Loa
     let config = crate::startup::load_config(config_path)?;
     let rules: Vec<&Rule> = config.rules.iter().filter(|r| r.enabled).collect();
     let engine = startup::engine(config.clone(), &rules, Connect::Lazy, shutdown).await?;
+    // A config that weakens a locked category never replaces the one in force.
+    startup::migrate_and_check_lock(&engine.audit, &config).await?;
     let pf = preflight::check(&config, &engine.stores, &rules).await;
     for w in &pf.warnings {
         warn!(rule = %w.rule, "{}", w.message);
@@ -319,7 +321,7 @@ pub async fn run_daemon(
         Some(g) => Period::parse(g).map_err(Error::usage)?.as_std(),
         None => loaded.engine.config.daemon.grace_period,
     };
-    crate::startup::migrate_and_recover(&loaded.engine.audit).await?;
+    crate::startup::migrate_and_recover(&loaded.engine.audit, &loaded.engine.config).await?;
     let metrics = crate::http::install_metrics().map_err(Error::unavailable)?;
     let daemon = Arc::new(Daemon {
         loaded: RwLock::new(Arc::new(loaded)),

@@ -4,9 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::audit::Audit;
+use crate::audit::anchor::Anchors;
+use crate::audit::signing::Signer;
+use crate::audit::{Audit, Evidence};
 use crate::config::{Config, StoreConfig};
 use crate::error::Error;
+use crate::policy::{lock_violations, LockedBy, Terms};
 use crate::store::{postgres, Stores};
 use crate::sweep::Engine;
 
@@ -32,7 +35,7 @@ pub async fn engine(
         open_stores(&config, rules, connect == Connect::Lazy)
     );
     // The audit store's error first: without a trail nothing runs.
-    let audit = audit?;
+    let audit = audit?.with_evidence(evidence(&config).await?);
     Ok(Engine {
         stores: stores?,
         audit,
@@ -59,6 +62,81 @@ pub async fn connect_audit(config: &Config) -> Result<Audit, Error> {
     Audit::connect(opts)
         .await
         .map_err(|e| store_fail(crate::store::StoreError::connect(name, &e)))
+}
+
+/// What every seal signs with and anchors to: `[audit] signing_key_*` and
+/// `anchor_store`. A key that cannot be read is a configuration mistake (exit 2).
+pub async fn evidence(config: &Config) -> Result<Evidence, Error> {
+    let signer = match &config.audit.signing_key {
+        Some(source) => Some(Signer::load(source).map_err(Error::usage)?),
+        None => None,
+    };
+    let anchors = anchors(config).await?;
+    if let Some(a) = &anchors {
+        crate::metrics::anchor_series(a.store_name());
+    }
+    Ok(Evidence { signer, anchors })
+}
+
+/// The anchor store of `[audit] anchor_store`, when set.
+pub async fn anchors(config: &Config) -> Result<Option<Anchors>, Error> {
+    let Some(a) = &config.audit.anchor else {
+        return Ok(None);
+    };
+    let Some(StoreConfig::S3(s3)) = config.stores.get(&a.store) else {
+        return Err(Error::usage(format!(
+            "anchor store `{}` is not an s3 store",
+            a.store
+        )));
+    };
+    Ok(Some(Anchors::new(
+        crate::store::s3::S3Store::connect(&a.store, s3).await,
+        a.prefix.clone(),
+        a.retain,
+    )))
+}
+
+/// Refuses `config` when it weakens a category that a config recorded by an earlier
+/// run locked (`[categories.NAME] locked = true`): exit 2, naming the change and the
+/// run that locked it. The lock is read from the trail, not from the file.
+pub async fn check_preservation_lock(audit: &Audit, config: &Config) -> Result<(), Error> {
+    let versions = audit
+        .policy_versions()
+        .await
+        .map_err(|e| Error::unavailable(format!("failed to read the policy history: {e}")))?;
+    let mut locked = Vec::new();
+    for v in versions.iter().filter(|v| v.runs > 0) {
+        if !v.intact() {
+            return Err(Error::usage(format!(
+                "config {} in the trail's policy history does not match its SHA-256: the trail was edited; no config is accepted until `audit verify` is clean",
+                v.sha256
+            )));
+        }
+        let terms = Terms::from_text(&v.text)
+            .map_err(|e| Error::usage(format!("config {} in the policy history: {e}", v.sha256)))?;
+        if terms.categories.values().any(|c| c.locked) {
+            locked.push(LockedBy {
+                run: v.first_run.map(|r| r.to_string()).unwrap_or_default(),
+                at: v
+                    .first_run_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+                sha256: v.sha256.clone(),
+                terms,
+            });
+        }
+    }
+    let new = Terms::from_text(&config.text).map_err(Error::usage)?;
+    let violations = lock_violations(&new, &locked);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "{}: refused by the preservation lock:\n  {}",
+            config.path.display(),
+            violations.join("\n  ")
+        )))
+    }
 }
 
 /// Connects the stores `rules` need (and the report store).
@@ -113,18 +191,32 @@ pub fn store_fail(e: crate::store::StoreError) -> Error {
     }
 }
 
-/// Connects the audit store and applies its migrations: what commands that only read or
-/// write the trail (`hold`, `migrate`) need.
+/// Connects the audit store and applies its migrations (`migrate`).
 pub async fn migrated_audit(config: &Config) -> Result<Audit, Error> {
     let audit = connect_audit(config).await?;
     migrate(&audit).await?;
     Ok(audit)
 }
 
-/// Applies the audit migrations, then seals as `interrupted` every run a stopped process
-/// left `running` (logged, one line each): before a command or the daemon runs rules.
-pub async fn migrate_and_recover(audit: &Audit) -> Result<(), Error> {
+/// The migrated trail with its signing key and anchors: what commands that write the
+/// trail without running rules (`hold`) need.
+pub async fn sealing_audit(config: &Config) -> Result<Audit, Error> {
+    Ok(migrated_audit(config)
+        .await?
+        .with_evidence(evidence(config).await?))
+}
+
+/// Applies the audit migrations and checks the preservation lock.
+pub async fn migrate_and_check_lock(audit: &Audit, config: &Config) -> Result<(), Error> {
     migrate(audit).await?;
+    check_preservation_lock(audit, config).await
+}
+
+/// Applies the audit migrations, checks the preservation lock, then seals as
+/// `interrupted` every run a stopped process left `running` (logged, one line each):
+/// before a command or the daemon runs rules.
+pub async fn migrate_and_recover(audit: &Audit, config: &Config) -> Result<(), Error> {
+    migrate_and_check_lock(audit, config).await?;
     let recovered = audit
         .recover_interrupted()
         .await

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Row};
 
+use super::signing::{self, PublicKey, SignatureCheck, Signed, Signer};
 use crate::report::RunReport;
 
 /// `prev_hash` of the first record.
@@ -28,7 +29,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn parse(s: &str) -> Option<Self> {
+    /// The name of the kind in the chain view and in anchors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Hold => "hold",
+            Self::HoldRelease => "hold_release",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "run" => Some(Self::Run),
             "hold" => Some(Self::Hold),
@@ -118,8 +129,12 @@ fn pick(v: &Value, fields: &[&str]) -> serde_json::Map<String, Value> {
 /// The canonical form of a run (version 1): the frozen fields of the report and of each
 /// rule, plus `"kind": "run"`.
 pub fn canonical_run(report: &RunReport) -> String {
-    let v = serde_json::to_value(report).expect("reports serialize");
-    let mut m = pick(&v, RUN_FIELDS_V1);
+    canonical_run_value(&serde_json::to_value(report).expect("reports serialize"))
+}
+
+/// [`canonical_run`] of a report in its JSON form.
+pub fn canonical_run_value(v: &Value) -> String {
+    let mut m = pick(v, RUN_FIELDS_V1);
     let rules: Vec<Value> = v["rules"]
         .as_array()
         .map(|rs| {
@@ -133,6 +148,15 @@ pub fn canonical_run(report: &RunReport) -> String {
     canonical_json(&Value::Object(m))
 }
 
+/// The canonical form of a record of `kind` from its JSON form (a run's report, or a
+/// hold's or release's fields as [`record`] reads them): what its hash covers.
+pub fn canonical_of(kind: Kind, record: &Value) -> String {
+    match kind {
+        Kind::Run => canonical_run_value(record),
+        Kind::Hold | Kind::HoldRelease => canonical_json(record),
+    }
+}
+
 /// Canonical form of record `id` of `kind`, read through `conn` (inside the sealing
 /// transaction when sealing).
 pub async fn canonical(
@@ -140,6 +164,18 @@ pub async fn canonical(
     kind: Kind,
     id: i64,
 ) -> Result<Option<String>, sqlx::Error> {
+    Ok(record(conn, kind, id)
+        .await?
+        .map(|v| canonical_of(kind, &v)))
+}
+
+/// Record `id` of `kind` in its JSON form: a run's full report, a hold's or a release's
+/// fields.
+pub async fn record(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id: i64,
+) -> Result<Option<Value>, sqlx::Error> {
     let ts = |v: Option<chrono::DateTime<chrono::Utc>>| {
         v.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
     };
@@ -153,7 +189,9 @@ pub async fn canonical(
                 return Ok(None);
             };
             let report = super::report_from_row(conn, &row).await?;
-            Ok(Some(canonical_run(&report)))
+            Ok(Some(
+                serde_json::to_value(&report).expect("reports serialize"),
+            ))
         }
         Kind::Hold => {
             let Some(r) = sqlx::query("SELECT * FROM retentiond.holds WHERE id = $1")
@@ -163,7 +201,7 @@ pub async fn canonical(
             else {
                 return Ok(None);
             };
-            Ok(Some(canonical_json(&json!({
+            Ok(Some(json!({
                 "kind": "hold",
                 "id": r.try_get::<i64, _>("id")?,
                 "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
@@ -174,7 +212,7 @@ pub async fn canonical(
                 "actor": r.try_get::<String, _>("actor")?,
                 "created_at": ts(r.try_get("created_at")?),
                 "expires_at": ts(r.try_get("expires_at")?),
-            }))))
+            })))
         }
         Kind::HoldRelease => {
             let Some(r) = sqlx::query("SELECT * FROM retentiond.hold_releases WHERE hold_id = $1")
@@ -184,25 +222,40 @@ pub async fn canonical(
             else {
                 return Ok(None);
             };
-            Ok(Some(canonical_json(&json!({
+            Ok(Some(json!({
                 "kind": "hold_release",
                 "hold_id": r.try_get::<i64, _>("hold_id")?,
                 "chain_seq": r.try_get::<Option<i64>, _>("chain_seq")?,
                 "reason": r.try_get::<String, _>("reason")?,
                 "actor": r.try_get::<String, _>("actor")?,
                 "released_at": ts(r.try_get("released_at")?),
-            }))))
+            })))
         }
     }
 }
 
+/// A record just sealed: its place in the chain, hash and signature.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// What it is.
+    pub kind: Kind,
+    /// Sequence number.
+    pub seq: i64,
+    /// Hash.
+    pub hash: String,
+    /// Signature, when signing is on.
+    pub signed: Option<Signed>,
+}
+
 /// Appends record `id` of `kind` to the chain: takes the chain lock, assigns the next
-/// sequence number, hashes the canonical form with the previous hash, stores both.
+/// sequence number, hashes the canonical form with the previous hash, signs the hash
+/// with `signer`, stores all of it in one statement.
 pub async fn seal(
     conn: &mut PgConnection,
     kind: Kind,
     id: i64,
-) -> Result<(i64, String), sqlx::Error> {
+    signer: Option<&Signer>,
+) -> Result<Sealed, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
         .bind(CHAIN_LOCK_CLASS)
         .execute(&mut *conn)
@@ -229,15 +282,23 @@ pub async fn seal(
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     let hash = link_hash(&prev, &canonical);
+    let signed = signer.map(|s| s.sign(&hash));
     sqlx::query(&format!(
-        "UPDATE retentiond.{table} SET prev_hash = $2, hash = $3 WHERE {key} = $1"
+        "UPDATE retentiond.{table} SET prev_hash = $2, hash = $3, signature = $4, key_id = $5 WHERE {key} = $1"
     ))
     .bind(id)
     .bind(&prev)
     .bind(&hash)
+    .bind(signed.as_ref().map(|s| &s.signature))
+    .bind(signed.as_ref().map(|s| &s.key_id))
     .execute(&mut *conn)
     .await?;
-    Ok((seq, hash))
+    Ok(Sealed {
+        kind,
+        seq,
+        hash,
+        signed,
+    })
 }
 
 fn table_of(kind: Kind) -> (&'static str, &'static str) {
@@ -256,6 +317,8 @@ struct ChainEntry {
     ref_id: i64,
     prev_hash: Option<String>,
     hash: Option<String>,
+    signature: Option<String>,
+    key_id: Option<String>,
 }
 
 /// The outcome of `audit verify`.
@@ -265,17 +328,91 @@ pub struct Verification {
     pub records: u64,
     /// Hash of the last record (anchor it elsewhere to detect a rewritten chain).
     pub head_hash: Option<String>,
+    /// Records that carry a signature.
+    pub signed: u64,
+    /// Whether signatures were checked (`--pubkey`).
+    pub signatures_checked: bool,
     /// Problems, first one first.
     pub violations: Vec<String>,
 }
 
-/// Recomputes the whole chain and checks it is complete.
-pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error> {
+/// Checks record signatures in chain order: once one record is validly signed, every
+/// later record must be too; an invalid signature is a violation anywhere.
+#[derive(Debug)]
+pub struct SignatureRule<'k> {
+    keys: &'k [PublicKey],
+    first_signed: Option<i64>,
+}
+
+impl<'k> SignatureRule<'k> {
+    /// Checks against `keys` (none: signatures are only counted).
+    pub fn new(keys: &'k [PublicKey]) -> Self {
+        Self {
+            keys,
+            first_signed: None,
+        }
+    }
+
+    /// Checks record `seq` (`what`); a problem is pushed to `v`.
+    pub fn check(
+        &mut self,
+        v: &mut Verification,
+        seq: i64,
+        what: &str,
+        hash: &str,
+        signature: Option<&str>,
+        key_id: Option<&str>,
+    ) {
+        if signature.is_some() {
+            v.signed += 1;
+        }
+        if self.keys.is_empty() {
+            return;
+        }
+        v.signatures_checked = true;
+        match signing::check(self.keys, hash, signature, key_id) {
+            SignatureCheck::Valid => {
+                self.first_signed.get_or_insert(seq);
+            }
+            SignatureCheck::Unsigned => {
+                if let Some(first) = self.first_signed {
+                    v.violations.push(format!(
+                        "record {seq} ({what}) is not signed, but record {first} and every record after it must be; it was added outside retentiond"
+                    ));
+                }
+            }
+            SignatureCheck::Invalid => v.violations.push(format!(
+                "record {seq} ({what}): its signature is not valid for its hash; the record was forged or rewritten"
+            )),
+            SignatureCheck::UnknownKey => v.violations.push(format!(
+                "record {seq} ({what}) is signed by key {}, which is not among the public keys given; it was forged, or pass that key's --pubkey too",
+                key_id.unwrap_or("?")
+            )),
+        }
+    }
+
+    /// After the last record: with keys given, at least one record must be signed.
+    pub fn finish(&self, v: &mut Verification) {
+        if !self.keys.is_empty() && v.records > 0 && self.first_signed.is_none() {
+            v.violations.push(
+                "no record is signed by the public key given: the chain was re-created without signatures, or signing was never turned on".into(),
+            );
+        }
+    }
+}
+
+/// Recomputes the whole chain and checks it is complete; with `keys`, checks every
+/// record's signature.
+pub async fn verify(
+    conn: &mut PgConnection,
+    keys: &[PublicKey],
+) -> Result<Verification, sqlx::Error> {
     let entries: Vec<ChainEntry> =
-        sqlx::query_as("SELECT chain_seq, kind, ref_id, prev_hash, hash FROM retentiond.chain ORDER BY chain_seq, kind, ref_id")
+        sqlx::query_as("SELECT chain_seq, kind, ref_id, prev_hash, hash, signature, key_id FROM retentiond.chain ORDER BY chain_seq, kind, ref_id")
             .fetch_all(&mut *conn)
             .await?;
     let mut v = Verification::default();
+    let mut signatures = SignatureRule::new(keys);
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_owned();
     for ChainEntry {
@@ -284,6 +421,8 @@ pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error
         ref_id,
         prev_hash,
         hash,
+        signature,
+        key_id,
     } in entries
     {
         v.records += 1;
@@ -313,10 +452,19 @@ pub async fn verify(conn: &mut PgConnection) -> Result<Verification, sqlx::Error
                 .violations
                 .push(format!("record {seq}: unknown kind `{kind}`")),
         }
+        signatures.check(
+            &mut v,
+            seq,
+            &what,
+            hash.as_deref().unwrap_or_default(),
+            signature.as_deref(),
+            key_id.as_deref(),
+        );
         prev = hash.unwrap_or_default();
         expected_seq = seq.max(expected_seq) + 1;
     }
     v.head_hash = (v.records > 0).then(|| prev.clone());
+    signatures.finish(&mut v);
     // Completeness: every finished record must be in the chain.
     let unsealed: Vec<String> = sqlx::query_scalar(
         "SELECT 'run ' || run_id::text FROM retentiond.runs WHERE status <> 'running' AND hash IS NULL \

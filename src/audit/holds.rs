@@ -296,8 +296,9 @@ impl Audit {
         .bind(expires_at)
         .fetch_one(&mut *tx)
         .await?;
-        chain::seal(&mut tx, chain::Kind::Hold, hold_id).await?;
+        let sealed = self.seal(&mut tx, chain::Kind::Hold, hold_id).await?;
         tx.commit().await?;
+        self.anchor(&sealed, None).await;
         Ok(hold_id)
     }
 
@@ -329,8 +330,11 @@ impl Audit {
         if inserted.rows_affected() == 0 {
             return Err(HoldError::AlreadyReleased(hold_id));
         }
-        chain::seal(&mut tx, chain::Kind::HoldRelease, hold_id).await?;
+        let sealed = self
+            .seal(&mut tx, chain::Kind::HoldRelease, hold_id)
+            .await?;
         tx.commit().await?;
+        self.anchor(&sealed, None).await;
         Ok(())
     }
 

@@ -4,10 +4,14 @@
 //! is sealed into one SHA-256 hash chain when it is final (see `chain` and
 //! `docs/audit-trail.md`); triggers refuse any change to a sealed record.
 
+pub mod anchor;
+pub mod bundle;
 pub mod chain;
 pub mod holds;
+pub mod policies;
 mod reads;
 mod runs;
+pub mod signing;
 
 pub use reads::{report_from_row, RunFilter};
 pub use runs::RunStart;
@@ -31,6 +35,18 @@ const RULE_LOCK_CLASS: i32 = 0x5254_4e32; // "RTN2"
 pub struct Audit {
     /// Pool (search_path = retentiond).
     pub(crate) pool: PgPool,
+    /// What each seal signs with and anchors to.
+    pub(crate) evidence: std::sync::Arc<Evidence>,
+}
+
+/// Evidence beyond the database: the key that signs each sealed record, and the
+/// bucket each new chain head is anchored in.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    /// Signs every sealed record's hash.
+    pub signer: Option<signing::Signer>,
+    /// Receives an anchor after every seal.
+    pub anchors: Option<anchor::Anchors>,
 }
 
 /// The session that holds a run's liveness lock. Every batch of the run takes the holds
@@ -186,7 +202,66 @@ impl Audit {
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(opts.options([("search_path", "retentiond")]))
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            evidence: Default::default(),
+        })
+    }
+
+    /// The same trail, signing and anchoring every seal with `evidence`.
+    pub fn with_evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = std::sync::Arc::new(evidence);
+        self
+    }
+
+    /// The anchors, when `[audit] anchor_store` is set.
+    pub fn anchors(&self) -> Option<&anchor::Anchors> {
+        self.evidence.anchors.as_ref()
+    }
+
+    /// The signing key, when one is configured.
+    pub fn signer(&self) -> Option<&signing::Signer> {
+        self.evidence.signer.as_ref()
+    }
+
+    /// Seals record `id` of `kind` inside `tx` with this trail's signing key.
+    async fn seal(
+        &self,
+        tx: &mut PgConnection,
+        kind: chain::Kind,
+        id: i64,
+    ) -> Result<chain::Sealed, sqlx::Error> {
+        chain::seal(tx, kind, id, self.signer()).await
+    }
+
+    /// After the seal's commit: anchors the new head. A failure is logged and counted,
+    /// never returned; the next seal anchors a newer head that covers this one.
+    async fn anchor(&self, sealed: &chain::Sealed, run_id: Option<Uuid>) {
+        let Some(anchors) = self.anchors() else {
+            return;
+        };
+        let record = anchor::AnchorRecord {
+            format: anchor::FORMAT.into(),
+            chain_seq: sealed.seq,
+            hash: sealed.hash.clone(),
+            kind: sealed.kind.as_str().into(),
+            run_id,
+            sealed_at: Utc::now(),
+            signature: sealed.signed.as_ref().map(|s| s.signature.clone()),
+            key_id: sealed.signed.as_ref().map(|s| s.key_id.clone()),
+        };
+        match anchors.write(&record).await {
+            Ok(protection) => tracing::debug!(seq = sealed.seq, ?protection, "chain head anchored"),
+            Err(e) => {
+                crate::metrics::anchor_failed(anchors.store_name());
+                tracing::warn!(
+                    seq = sealed.seq,
+                    store = anchors.store_name(),
+                    error = %e,
+                    "the chain head could not be anchored; the next seal anchors a newer head"
+                );
+            }
+        }
     }
 
     /// Creates the schema and applies `migrations/`.

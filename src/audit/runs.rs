@@ -14,6 +14,8 @@ pub struct RunStart {
     pub actor: String,
     /// SHA-256 of the config.
     pub config_sha256: String,
+    /// The config's text (stored once per distinct config: the policy history).
+    pub config_text: String,
     /// Dry-run `--as-of`.
     pub as_of: Option<DateTime<Utc>>,
     /// Keyed hash of the subject of an erase run.
@@ -47,6 +49,8 @@ impl Audit {
         // Take the liveness lock before the row exists, so a recovery can never see a
         // `running` row whose lock is free while its process is alive.
         let mut conn = self.pool.acquire().await?;
+        self.record_policy(&mut conn, &start.config_sha256, &start.config_text)
+            .await?;
         let id: i64 = sqlx::query_scalar("SELECT nextval('retentiond.runs_id_seq')")
             .fetch_one(&mut *conn)
             .await?;
@@ -262,12 +266,13 @@ impl Audit {
         .bind(error)
         .execute(&mut *tx)
         .await?;
-        chain::seal(&mut tx, chain::Kind::Run, id).await?;
+        let sealed = self.seal(&mut tx, chain::Kind::Run, id).await?;
         tx.commit().await?;
         let run_id: Uuid = sqlx::query_scalar("SELECT run_id FROM retentiond.runs WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
+        self.anchor(&sealed, Some(run_id)).await;
         self.load_run(&run_id.to_string())
             .await?
             .ok_or(sqlx::Error::RowNotFound)

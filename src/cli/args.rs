@@ -214,6 +214,10 @@ pub enum ReportCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
+        /// Read the run from an offline bundle (`audit export`) instead of the trail; no
+        /// config or database is used.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
     },
 }
 
@@ -221,7 +225,45 @@ pub enum ReportCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain and check completeness; exit 4 on tampering.
-    Verify(FormatArg),
+    Verify(VerifyArgs),
+    /// Write a new Ed25519 key pair: FILE (private, mode 0600) and FILE.pub.
+    Keygen {
+        /// Where the private key goes (PKCS#8 PEM); it must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the public key of `[audit] signing_key_env`/`signing_key_file` (SPKI PEM).
+    Pubkey,
+    /// Write an offline bundle of the trail: records, holds, releases, signatures,
+    /// the configs the runs used and the anchors seen.
+    Export {
+        /// Only records from TIME on.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only records before TIME.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// The bundle file; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// `audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also prove that every anchor in `[audit] anchor_store` is still in the chain.
+    #[arg(long)]
+    pub anchors: bool,
+    /// Check every record's signature with this public key (repeatable, for rotated keys).
+    #[arg(long = "pubkey", value_name = "FILE")]
+    pub pubkeys: Vec<PathBuf>,
+    /// Verify an offline bundle instead; no config or database is used.
+    #[arg(long, value_name = "FILE", conflicts_with = "anchors")]
+    pub bundle: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// `hold …`.
@@ -325,8 +367,29 @@ pub struct ExportArgs {
 
 /// `policy`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct PolicyArgs {
+    /// The config versions in the trail, and what changed between two.
+    #[command(subcommand)]
+    pub command: Option<PolicyCommand>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PolicyFormat::Markdown)]
     pub format: PolicyFormat,
+}
+
+/// `policy history` and `policy diff`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Every config a run used (by SHA-256), with the first and last run of each.
+    History(FormatArg),
+    /// What changed in retention terms from version A to version B.
+    Diff {
+        /// A SHA-256 (or a unique prefix) from `policy history`, or `current` for the config file.
+        a: String,
+        /// Likewise.
+        b: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }

@@ -99,7 +99,7 @@ pub async fn dispatch(cli: Cli) -> CmdResult {
         Command::Hold(h) => commands::hold(&config_path, h).await,
         Command::Erase(a) => commands::erase(&config_path, a).await,
         Command::Export(a) => commands::export(&config_path, a).await,
-        Command::Policy(a) => commands::policy(&config_path, a),
+        Command::Policy(a) => commands::policy(&config_path, a).await,
         Command::Migrate => commands::migrate(&config_path).await,
         Command::Completions { shell } => commands::completions(shell),
         Command::Man => commands::man(),

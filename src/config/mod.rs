@@ -57,6 +57,8 @@ pub struct Config {
     pub path: PathBuf,
     /// SHA-256 (hex) of the file's bytes, recorded with every run.
     pub sha256: String,
+    /// The file's text, stored once in the trail's policy history.
+    pub text: String,
     /// `[daemon]`.
     pub daemon: Daemon,
     /// `[http]`.
@@ -129,6 +131,30 @@ pub struct Audit {
     pub report_prefix: String,
     /// Whether sample keys are stored in the trail (they may be personal data).
     pub samples: bool,
+    /// Where the Ed25519 key that signs every sealed record comes from.
+    pub signing_key: Option<KeySource>,
+    /// Where each new chain head is anchored outside the database.
+    pub anchor: Option<Anchor>,
+}
+
+/// Where a secret key is read from: never the config itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The environment variable of this name.
+    Env(String),
+    /// This file.
+    File(PathBuf),
+}
+
+/// `[audit] anchor_store`, `anchor_prefix`, `anchor_retain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The S3 store anchors are written to.
+    pub store: String,
+    /// Key prefix of anchor objects.
+    pub prefix: String,
+    /// Object Lock retention of each anchor (when the bucket has Object Lock).
+    pub retain: Option<Period>,
 }
 
 /// A cron schedule with seconds, parsed at load.
@@ -211,6 +237,9 @@ pub struct Category {
     pub min_retain: Option<Period>,
     /// Ceiling: no rule may keep it longer.
     pub max_retain: Option<Period>,
+    /// Preservation lock: once a run has recorded it, no later config may shorten the
+    /// category's terms, remove it or its rules, or unlock it.
+    pub locked: bool,
 }
 
 impl Config {
@@ -244,7 +273,7 @@ impl Config {
         let loc = Locator::new(path, text);
         let raw: RawConfig = deserialize(&loc, text)?;
         let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-        validate::validate(&loc, raw, path, sha256)
+        validate::validate(&loc, raw, path, sha256, text)
     }
 
     /// The category of `rule`.

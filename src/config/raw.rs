@@ -71,6 +71,11 @@ pub struct RawAudit {
     pub report_prefix: Option<String>,
     #[serde(default)]
     pub samples: bool,
+    pub signing_key_env: Option<String>,
+    pub signing_key_file: Option<String>,
+    pub anchor_store: Option<String>,
+    pub anchor_prefix: Option<String>,
+    pub anchor_retain: Option<Period>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,6 +110,8 @@ pub struct RawCategory {
     pub legal_basis: Option<String>,
     pub min_retain: Option<Period>,
     pub max_retain: Option<Period>,
+    #[serde(default)]
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

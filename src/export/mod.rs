@@ -77,6 +77,7 @@ impl Engine {
                 mode: "dry_run".into(),
                 actor: actor.into(),
                 config_sha256: self.config.sha256.clone(),
+                config_text: self.config.text.clone(),
                 as_of: None,
                 subject_hash: Some(self.subject_pseudonym(kind, id)),
             })

@@ -143,6 +143,7 @@ impl Engine {
             mode: req.mode.as_str().into(),
             actor: req.actor.clone(),
             config_sha256: self.config.sha256.clone(),
+            config_text: self.config.text.clone(),
             as_of: req.as_of,
             subject_hash: None,
         };
@@ -178,6 +179,7 @@ impl Engine {
             mode: mode.as_str().into(),
             actor: actor.into(),
             config_sha256: self.config.sha256.clone(),
+            config_text: self.config.text.clone(),
             as_of: None,
             subject_hash: Some(self.subject_pseudonym(kind, id)),
         };

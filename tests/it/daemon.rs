@@ -582,6 +582,76 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
     );
 }
 
+// (#16 e) The preservation lock after a SIGHUP: a config that lowers a locked
+// category's floor is refused, and the recorded config stays in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_config_that_weakens_a_locked_category_keeps_the_old_one() {
+    let env = TestEnv::new("daemonlock").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '20 days' FROM generate_series(1, 4);",
+    )
+    .await;
+    let good = config(
+        &env,
+        "locked",
+        "schedule = \"0 0 3 * * *\"\nbatch_size = 10",
+    )
+    .replace(
+        "description = \"logs\"\n",
+        "description = \"logs\"\nmin_retain = \"30d\"\nlocked = true\n",
+    );
+    let cfg = env.config_named("retention.toml", &good);
+    let old_sha = sha_of(&env, &cfg);
+    let mut d = ChildDaemon::start(&env, &cfg, &[], &[]).await;
+    let port = d.port;
+    // The catch-up run records the locked config.
+    wait_for(&env, "the catch-up run", PATIENCE_SECS, || async {
+        env.scalar("SELECT count(*) FROM retentiond.runs WHERE trigger = 'catch_up' AND finished_at IS NOT NULL").await >= 1
+    })
+    .await;
+    let weaker = good
+        .replace("min_retain = \"30d\"", "min_retain = \"7d\"")
+        .replace("retain = \"30d\"\naction", "retain = \"7d\"\naction");
+    std::fs::write(&cfg, &weaker).unwrap();
+    d.signal("HUP");
+    wait_for(
+        &env,
+        "readyz to report the refused reload",
+        PATIENCE_SECS,
+        || async {
+            get(port, "/readyz").await.is_some_and(|(s, body)| {
+                s == 503
+                    && body.contains("preservation lock")
+                    && body.contains("lowers its min_retain from 30d to 7d")
+            })
+        },
+    )
+    .await;
+    let metrics = get(port, "/metrics").await.unwrap().1;
+    assert_eq!(
+        sample(&metrics, "retentiond_config_info", &[("sha256", &old_sha)]),
+        Some(1.0),
+        "the locked config is still the one in force:\n{metrics}"
+    );
+    assert!(d.running());
+    d.signal("INT");
+    assert_eq!(d.wait_exit(&env, EXIT_SECS), 0);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs").await,
+        4,
+        "rows of 20 days under a 30-day floor stay"
+    );
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT count(*) FROM retentiond.runs WHERE config_sha256 <> '{old_sha}'"
+        ))
+        .await,
+        0,
+        "no run used the weakened config"
+    );
+}
+
 /// Seconds the replica test runs: 8 in CI, `RETENTIOND_SOAK_SECS=60` for the soak.
 fn soak_secs() -> u64 {
     std::env::var("RETENTIOND_SOAK_SECS")

@@ -1,5 +1,6 @@
 //! End-to-end tests against real PostgreSQL and S3-compatible servers (see scripts/test).
 
+mod anchors;
 mod audit;
 mod cli_conventions;
 mod common;

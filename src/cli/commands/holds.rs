@@ -4,7 +4,7 @@ use super::*;
 
 pub async fn hold(config_path: &Path, cmd: HoldCommand) -> CmdResult {
     let config = load_config(config_path)?;
-    let audit = startup::migrated_audit(&config).await?;
+    let audit = startup::sealing_audit(&config).await?;
     match cmd {
         HoldCommand::Add {
             subject,

@@ -17,6 +17,7 @@ use crate::report::{render_html, render_markdown, render_text, RunReport};
 use crate::startup::{self, connect_audit, connect_stores, load_config, Connect};
 use crate::sweep::{Engine, Mode, RunRequest};
 
+mod evidence;
 mod holds;
 mod plan;
 mod subjects;
@@ -100,7 +101,7 @@ pub(crate) async fn prepare(
     if !pf.ok() {
         return Err(pf.failure().into());
     }
-    startup::migrate_and_recover(&engine.audit).await?;
+    startup::migrate_and_recover(&engine.audit, &engine.config).await?;
     Ok((engine, names, pf))
 }
 
@@ -153,6 +154,10 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
     let all: Vec<&Rule> = config.rules.iter().collect();
     let stores = connect_stores(&config, &all).await?;
     let audit = connect_audit(&config).await?;
+    // Changes nothing: the lock is checked only against a trail that is migrated.
+    if audit.migrations_applied().await {
+        startup::check_preservation_lock(&audit, &config).await?;
+    }
     drop(audit);
     let pf = preflight::check(&config, &stores, &all).await;
     match a.format {
@@ -182,7 +187,10 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
     }
 }
 
-pub fn policy(config_path: &Path, a: PolicyArgs) -> CmdResult {
+pub async fn policy(config_path: &Path, a: PolicyArgs) -> CmdResult {
+    if let Some(cmd) = a.command {
+        return evidence::policy_command(config_path, cmd).await;
+    }
     let config = load_config(config_path)?;
     let out = match a.format {
         PolicyFormat::Markdown => crate::policy::markdown(&config),

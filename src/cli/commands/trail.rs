@@ -3,6 +3,14 @@
 use super::*;
 
 pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
+    if let ReportCommand::Show {
+        run,
+        format,
+        bundle: Some(bundle),
+    } = &cmd
+    {
+        return evidence::show_from_bundle(bundle, run, *format);
+    }
     let config = load_config(config_path)?;
     let audit = connect_audit(&config).await?;
     match cmd {
@@ -60,7 +68,7 @@ pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
             }
             Ok(Exit::Ok)
         }
-        ReportCommand::Show { run, format } => {
+        ReportCommand::Show { run, format, .. } => {
             let report = audit
                 .load_run(&run)
                 .await
@@ -92,44 +100,12 @@ pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
     }
 }
 pub async fn audit(config_path: &Path, cmd: AuditCommand) -> CmdResult {
-    let AuditCommand::Verify(a) = cmd;
-    let config = load_config(config_path)?;
-    let audit = connect_audit(&config).await?;
-    let mut conn = audit
-        .pool
-        .acquire()
-        .await
-        .map_err(|e| Fail::runtime(e.to_string()))?;
-    let v = chain::verify(&mut conn)
-        .await
-        .map_err(|e| Fail::runtime(format!("failed to read the audit trail: {e}")))?;
-    match a.format {
-        Format::Json => print_json(&v),
-        Format::Text => {
-            if v.violations.is_empty() {
-                println!(
-                    "audit trail ok: {} records, hash chain intact, every finished record sealed",
-                    v.records
-                );
-                if let Some(h) = &v.head_hash {
-                    println!("head hash {h}");
-                }
-            } else {
-                println!(
-                    "AUDIT TRAIL VIOLATION: {} problem(s) in {} records; first: {}",
-                    v.violations.len(),
-                    v.records,
-                    v.violations[0]
-                );
-                for x in &v.violations[1..] {
-                    println!("  also: {x}");
-                }
-            }
+    match cmd {
+        AuditCommand::Verify(a) => evidence::verify(config_path, a).await,
+        AuditCommand::Keygen { out } => evidence::keygen(&out).await,
+        AuditCommand::Pubkey => evidence::pubkey(config_path),
+        AuditCommand::Export { since, until, out } => {
+            evidence::export(config_path, since, until, &out).await
         }
     }
-    Ok(if v.violations.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Violation
-    })
 }

@@ -28,6 +28,60 @@ pub(super) fn audit(
             ));
         }
     }
+    let signing_key = match (raw.signing_key_env, raw.signing_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                &ap.key("signing_key_file"),
+                "set either signing_key_env or signing_key_file, not both".into(),
+            ))
+        }
+        (Some(env), None) => {
+            if env.is_empty() || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(
+                    &ap.key("signing_key_env"),
+                    format!("`{env}` is not an environment variable name (letters, digits, `_`); the key itself never goes in the config"),
+                ));
+            }
+            Some(KeySource::Env(env))
+        }
+        (None, Some(file)) => Some(KeySource::File(PathBuf::from(file))),
+        (None, None) => None,
+    };
+    let anchor = match raw.anchor_store {
+        Some(store) => {
+            if !is_s3(stores, &store) {
+                return Err(err(
+                    &ap.key("anchor_store"),
+                    unknown_store(&store, "s3", stores),
+                ));
+            }
+            let prefix = raw
+                .anchor_prefix
+                .unwrap_or_else(|| "retention-anchors/".into());
+            if prefix.is_empty() {
+                return Err(err(
+                    &ap.key("anchor_prefix"),
+                    "anchor_prefix must not be empty: anchors need a prefix of their own".into(),
+                ));
+            }
+            Some(crate::config::Anchor {
+                store,
+                prefix,
+                retain: raw.anchor_retain,
+            })
+        }
+        None => {
+            for (field, set) in [
+                ("anchor_prefix", raw.anchor_prefix.is_some()),
+                ("anchor_retain", raw.anchor_retain.is_some()),
+            ] {
+                if set {
+                    return Err(err(&ap.key(field), format!("{field} needs anchor_store")));
+                }
+            }
+            None
+        }
+    };
     let audit = Audit {
         store: raw.store,
         report_dir: raw.report_dir.map(PathBuf::from),
@@ -36,6 +90,8 @@ pub(super) fn audit(
             .report_prefix
             .unwrap_or_else(|| "retention-reports/".into()),
         samples: raw.samples,
+        signing_key,
+        anchor,
     };
 
     Ok(audit)

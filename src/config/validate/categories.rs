@@ -31,6 +31,7 @@ pub(super) fn categories(
                 legal_basis: c.legal_basis.unwrap_or_default(),
                 min_retain: c.min_retain,
                 max_retain: c.max_retain,
+                locked: c.locked,
             },
         );
     }

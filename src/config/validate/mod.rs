@@ -20,6 +20,7 @@ pub(super) fn validate(
     raw: RawConfig,
     path: &Path,
     sha256: String,
+    text: &str,
 ) -> Result<Config, ConfigError> {
     let daemon = daemon::daemon(loc, raw.daemon)?;
     let http = daemon::http(loc, raw.http)?;
@@ -32,6 +33,7 @@ pub(super) fn validate(
     Ok(Config {
         path: path.to_owned(),
         sha256,
+        text: text.to_owned(),
         daemon,
         http,
         hmac_key_env: raw

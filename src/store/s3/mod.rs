@@ -19,7 +19,10 @@ use crate::config::S3Store as S3Config;
 
 mod deletion;
 mod listing;
+mod locked;
 mod transfer;
+
+pub use locked::Protection;
 
 pub use transfer::ObjectFacts;
 

@@ -205,3 +205,7 @@ mod tests {
         assert_eq!(humanize(&Period::parse("1d").unwrap()), "1 day");
     }
 }
+
+mod terms;
+
+pub use terms::{changes, lock_violations, Change, LockedBy, Terms};
