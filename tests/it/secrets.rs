@@ -49,6 +49,21 @@ async fn no_output_or_record_contains_a_secret() {
         server.store(&bucket)
     );
     let cfg = env.config(&body);
+    // Every record is signed with a key from the environment (#16): the seed must never
+    // show, nor the PEM form of the same key.
+    let seed = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    env.env.push(("RETENTIOND_SIGNING_KEY".into(), seed.clone()));
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[audit]\n",
+        "[audit]\nsigning_key_env = \"RETENTIOND_SIGNING_KEY\"\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let pem = retentiond::audit::signing::Signer::parse(&seed)
+        .expect("a 64-hex-digit seed is a key")
+        .to_pem();
+    let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let bundle = env.dir.path().join("bundle.ndjson");
     let mut outputs = Vec::new();
     for args in [
         &["validate"][..],
@@ -57,6 +72,10 @@ async fn no_output_or_record_contains_a_secret() {
         &["--log-format", "json", "sweep"],
         &["report", "show", "latest", "--format", "html"],
         &["plan"],
+        &["hold", "add", "--subject", "account:1", "--reason", "test"],
+        &["audit", "pubkey"],
+        &["audit", "verify", "--format", "json"],
+        &["audit", "export", "--out", bundle.to_str().unwrap()],
     ] {
         let mut cmd = vec!["--log-level", "debug"];
         cmd.extend_from_slice(args);
@@ -82,6 +101,19 @@ async fn no_output_or_record_contains_a_secret() {
     let out = run_bin(&cfg, &["validate"], &env.env);
     assert_eq!(out.code, 2);
     outputs.push(out.stderr);
+    outputs.push(std::fs::read_to_string(&bundle).unwrap());
+    // A key that does not parse is exit 2, and the error names the variable, not it.
+    let mut broken = env.env.clone();
+    broken.retain(|(k, _)| k != "RETENTIOND_SIGNING_KEY");
+    let bad_key = format!("{}zz", &seed[..62]);
+    broken.push(("RETENTIOND_SIGNING_KEY".into(), bad_key.clone()));
+    std::fs::write(env.url_file(), &with_password).unwrap();
+    let out = run_bin(&cfg, &["sweep"], &broken);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("RETENTIOND_SIGNING_KEY"), "{}", out.stderr);
+    assert!(!out.stderr.contains(&bad_key[..40]), "the malformed key leaked: {}", out.stderr);
+    outputs.push(out.stdout);
+    outputs.push(out.stderr);
     // Reports on disk and the whole audit trail.
     for entry in std::fs::read_dir(env.dir.path().join("reports")).unwrap() {
         outputs.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
@@ -101,6 +133,9 @@ async fn no_output_or_record_contains_a_secret() {
         !all.contains(crate::common::HMAC_KEY),
         "the HMAC key leaked"
     );
+    assert!(!all.contains(&seed), "the signing key leaked");
+    assert!(!all.contains(&pem_body), "the signing key leaked as PEM");
+    assert!(all.contains("BEGIN PUBLIC KEY"), "`audit pubkey` printed the public half");
     env.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .await;
 }
