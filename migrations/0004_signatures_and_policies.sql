@@ -24,3 +24,14 @@ CREATE TRIGGER policies_append_only BEFORE UPDATE OR DELETE ON retentiond.polici
     FOR EACH ROW EXECUTE FUNCTION retentiond.refuse_change();
 CREATE TRIGGER policies_no_truncate BEFORE TRUNCATE ON retentiond.policies
     FOR EACH STATEMENT EXECUTE FUNCTION retentiond.refuse_change();
+
+-- Runs after this one must find their config in `policies`: a deleted policy row, which
+-- would take a preservation lock out of the check, is then a violation.
+CREATE TABLE retentiond.policy_history_since (
+    last_run_before bigint NOT NULL
+);
+INSERT INTO retentiond.policy_history_since SELECT coalesce(max(id), 0) FROM retentiond.runs;
+CREATE TRIGGER policy_history_since_append_only BEFORE UPDATE OR DELETE ON retentiond.policy_history_since
+    FOR EACH ROW EXECUTE FUNCTION retentiond.refuse_change();
+CREATE TRIGGER policy_history_since_no_truncate BEFORE TRUNCATE ON retentiond.policy_history_since
+    FOR EACH STATEMENT EXECUTE FUNCTION retentiond.refuse_change();

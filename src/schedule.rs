@@ -316,13 +316,14 @@ pub async fn run_daemon(
     reload: impl futures::Stream<Item = ()> + Unpin,
 ) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
+    // Before anything records a series (the anchor failures' zero, recovery's seals).
+    let metrics = crate::http::install_metrics().map_err(Error::unavailable)?;
     let loaded = load(config_path, shutdown.clone()).await?;
     let grace = match grace {
         Some(g) => Period::parse(g).map_err(Error::usage)?.as_std(),
         None => loaded.engine.config.daemon.grace_period,
     };
     crate::startup::migrate_and_recover(&loaded.engine.audit, &loaded.engine.config).await?;
-    let metrics = crate::http::install_metrics().map_err(Error::unavailable)?;
     let daemon = Arc::new(Daemon {
         loaded: RwLock::new(Arc::new(loaded)),
         reload_error: RwLock::new(None),

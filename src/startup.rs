@@ -9,7 +9,6 @@ use crate::audit::signing::Signer;
 use crate::audit::{Audit, Evidence};
 use crate::config::{Config, StoreConfig};
 use crate::error::Error;
-use crate::policy::{lock_violations, LockedBy, Terms};
 use crate::store::{postgres, Stores};
 use crate::sweep::Engine;
 
@@ -100,41 +99,17 @@ pub async fn anchors(config: &Config) -> Result<Option<Anchors>, Error> {
 /// run locked (`[categories.NAME] locked = true`): exit 2, naming the change and the
 /// run that locked it. The lock is read from the trail, not from the file.
 pub async fn check_preservation_lock(audit: &Audit, config: &Config) -> Result<(), Error> {
-    let versions = audit
-        .policy_versions()
+    let refusals = audit
+        .preservation_lock(&config.text)
         .await
         .map_err(|e| Error::unavailable(format!("failed to read the policy history: {e}")))?;
-    let mut locked = Vec::new();
-    for v in versions.iter().filter(|v| v.runs > 0) {
-        if !v.intact() {
-            return Err(Error::usage(format!(
-                "config {} in the trail's policy history does not match its SHA-256: the trail was edited; no config is accepted until `audit verify` is clean",
-                v.sha256
-            )));
-        }
-        let terms = Terms::from_text(&v.text)
-            .map_err(|e| Error::usage(format!("config {} in the policy history: {e}", v.sha256)))?;
-        if terms.categories.values().any(|c| c.locked) {
-            locked.push(LockedBy {
-                run: v.first_run.map(|r| r.to_string()).unwrap_or_default(),
-                at: v
-                    .first_run_at
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default(),
-                sha256: v.sha256.clone(),
-                terms,
-            });
-        }
-    }
-    let new = Terms::from_text(&config.text).map_err(Error::usage)?;
-    let violations = lock_violations(&new, &locked);
-    if violations.is_empty() {
+    if refusals.is_empty() {
         Ok(())
     } else {
         Err(Error::usage(format!(
             "{}: refused by the preservation lock:\n  {}",
             config.path.display(),
-            violations.join("\n  ")
+            refusals.join("\n  ")
         )))
     }
 }

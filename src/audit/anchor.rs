@@ -61,6 +61,8 @@ pub struct Anchors {
     retain: Option<Period>,
     /// Whether the bucket has Object Lock and versioning, read once.
     bucket: tokio::sync::OnceCell<crate::store::s3::BucketInfo>,
+    /// Whether a weak bucket was warned about.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Anchors {
@@ -71,6 +73,7 @@ impl Anchors {
             prefix,
             retain,
             bucket: tokio::sync::OnceCell::new(),
+            warned: Default::default(),
         }
     }
 
@@ -96,6 +99,14 @@ impl Anchors {
         let bucket = self.bucket().await?;
         let until = match (bucket.object_lock, self.retain) {
             (true, Some(p)) => p.after(Utc::now()),
+            (true, None) if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+                tracing::warn!(store = %self.store.name, "the anchor bucket has Object Lock but [audit] anchor_retain is not set: anchors get only the bucket's default retention, if any");
+                None
+            }
+            (false, _) if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+                tracing::warn!(store = %self.store.name, "the anchor bucket has no Object Lock: its owner can delete or overwrite anchors");
+                None
+            }
             _ => None,
         };
         let body = serde_json::to_vec_pretty(record).expect("anchors serialize");

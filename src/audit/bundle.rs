@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::anchor::{self, SeenAnchor};
 use super::chain::{self, Kind, SignatureRule, Verification};
-use super::signing::PublicKey;
+use super::signing::{self, PublicKey, SignatureCheck};
 use super::*;
 use crate::report::RunReport;
 
@@ -39,6 +39,8 @@ pub struct Exported {
     pub policies: u64,
     /// Anchor objects written.
     pub anchors: u64,
+    /// Whether the bundle itself is signed.
+    pub signed: bool,
 }
 
 /// What verifying a bundle found.
@@ -55,6 +57,8 @@ pub struct BundleCheck {
     pub policies: u64,
     /// Anchors compared with the bundle's records.
     pub anchors: u64,
+    /// Whether the bundle's own signature (over all its bytes) was checked and valid.
+    pub bundle_signed: bool,
 }
 
 /// Writes lines and hashes every byte written.
@@ -203,7 +207,16 @@ impl Audit {
             done.anchors += 1;
         }
         let digest = hex::encode(w.sha.clone().finalize());
-        w.line(&json!({"type": "end", "records": done.records, "sha256": digest}))?;
+        // Signed when the signing key is at hand: then neither end can be cut off.
+        let signed = self.signer().map(|s| s.sign_bundle(&digest));
+        w.line(&json!({
+            "type": "end",
+            "records": done.records,
+            "sha256": digest,
+            "signature": signed.as_ref().map(|s| &s.signature),
+            "key_id": signed.as_ref().map(|s| &s.key_id),
+        }))?;
+        done.signed = signed.is_some();
         w.out.flush()?;
         Ok(done)
     }
@@ -264,6 +277,12 @@ fn lines(
 
 /// Verifies the bundle at `path` offline; with `keys`, every signature too.
 pub fn verify_file(path: &Path, keys: &[PublicKey]) -> BundleCheck {
+    verify_with(path, keys, |_| {})
+}
+
+/// [`verify_file`], handing each run record's JSON form to `on_run` in the same pass
+/// (what `report show --bundle` renders is what was verified).
+pub fn verify_with(path: &Path, keys: &[PublicKey], mut on_run: impl FnMut(&Value)) -> BundleCheck {
     let mut check = BundleCheck::default();
     let mut signatures = SignatureRule::new(keys);
     let mut hashes: HashMap<i64, String> = HashMap::new();
@@ -296,6 +315,9 @@ pub fn verify_file(path: &Path, keys: &[PublicKey]) -> BundleCheck {
         match ty {
             "record" => {
                 check_record(v, &mut signatures, &line, &mut expected, &mut prev);
+                if line.value.get("kind").and_then(Value::as_str) == Some("run") {
+                    on_run(line.value.get("record").unwrap_or(&Value::Null));
+                }
                 if let (Some(seq), Some(h)) = (
                     line.value.get("chain_seq").and_then(Value::as_i64),
                     line.value.get("hash").and_then(Value::as_str),
@@ -365,6 +387,21 @@ pub fn verify_file(path: &Path, keys: &[PublicKey]) -> BundleCheck {
                         .into(),
                 );
             }
+            if !keys.is_empty() {
+                let get = |k: &str| end.get(k).and_then(Value::as_str);
+                match signing::check_bundle(keys, &digest, get("signature"), get("key_id")) {
+                    SignatureCheck::Valid => check.bundle_signed = true,
+                    SignatureCheck::Unsigned => {}
+                    SignatureCheck::Invalid => v.violations.push(
+                        "the bundle's own signature is not valid: it was changed after export"
+                            .into(),
+                    ),
+                    SignatureCheck::UnknownKey => v.violations.push(format!(
+                        "the bundle is signed by key {}, which is not among the public keys given",
+                        get("key_id").unwrap_or("?")
+                    )),
+                }
+            }
             if end.get("records").and_then(Value::as_u64) != Some(v.records) {
                 v.violations.push(format!(
                     "the end line counts {} records but the bundle has {}",
@@ -389,6 +426,25 @@ pub fn verify_file(path: &Path, keys: &[PublicKey]) -> BundleCheck {
     }
     v.head_hash = check.last_seq.and_then(|s| hashes.get(&s).cloned());
     signatures.finish(v);
+    // An export without `--until` ends at the chain's head: an anchor beyond its last
+    // record means records were cut off its end.
+    let open_ended = header
+        .as_ref()
+        .is_some_and(|h| h.get("until").is_none_or(Value::is_null));
+    if open_ended {
+        if let Some(beyond) = anchors
+            .iter()
+            .filter_map(|a| a.record.as_ref().ok())
+            .filter(|r| check.last_seq.is_none_or(|l| r.chain_seq > l))
+            .map(|r| r.chain_seq)
+            .max()
+        {
+            v.violations.push(format!(
+                "the bundle ends at record {} but carries the anchor of record {beyond}: records were cut off its end",
+                check.last_seq.map(|s| s.to_string()).unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
     // Anchors of records in the bundle must match them; others are outside its range.
     let inside: Vec<SeenAnchor> = anchors
         .into_iter()
@@ -501,31 +557,48 @@ fn check_report_extras(v: &mut Verification, what: &str, r: &Value, prev_hash: &
     }
 }
 
-/// The run matching `run` (a full id or a unique prefix; `latest` for the last) in the
-/// bundle at `path`.
-pub fn find_run(path: &Path, run: &str) -> Result<Option<RunReport>, String> {
-    let mut found: Vec<Value> = Vec::new();
-    lines(path, |line| {
-        if line.value.get("type").and_then(Value::as_str) == Some("record")
-            && line.value.get("kind").and_then(Value::as_str) == Some("run")
-        {
-            let r = line.value.get("record").cloned().unwrap_or(Value::Null);
-            let id = r.get("run_id").and_then(Value::as_str).unwrap_or("");
-            if run == "latest" {
-                found = vec![r];
-            } else if id.starts_with(run) {
-                found.push(r);
-            }
+/// Picks the run matching `run` (a full id or a unique prefix; `latest` for the last)
+/// from the run records of a bundle as [`verify_with`] hands them over.
+#[derive(Debug)]
+pub struct RunPicker<'a> {
+    run: &'a str,
+    found: Vec<Value>,
+}
+
+impl<'a> RunPicker<'a> {
+    /// Looks for `run`.
+    pub fn new(run: &'a str) -> Self {
+        Self {
+            run,
+            found: Vec::new(),
         }
-        Ok(())
-    })?;
-    match found.len() {
-        0 => Ok(None),
-        1 => serde_json::from_value(found.remove(0))
-            .map(Some)
-            .map_err(|e| format!("the run in the bundle cannot be read as a report: {e}")),
-        n => Err(format!(
-            "`{run}` matches {n} runs in the bundle; give more of the id"
-        )),
+    }
+
+    /// Offers one run record.
+    pub fn offer(&mut self, r: &Value) {
+        if self.run == "latest" {
+            self.found = vec![r.clone()];
+        } else if r
+            .get("run_id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.starts_with(self.run))
+            && self.found.len() < 2
+        {
+            self.found.push(r.clone());
+        }
+    }
+
+    /// The one run that matched, if any.
+    pub fn picked(mut self) -> Result<Option<RunReport>, String> {
+        match self.found.len() {
+            0 => Ok(None),
+            1 => serde_json::from_value(self.found.remove(0))
+                .map(Some)
+                .map_err(|e| format!("the run in the bundle cannot be read as a report: {e}")),
+            _ => Err(format!(
+                "`{}` matches more than one run in the bundle; give more of the id",
+                self.run
+            )),
+        }
     }
 }

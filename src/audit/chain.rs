@@ -393,10 +393,12 @@ impl<'k> SignatureRule<'k> {
 
     /// After the last record: with keys given, at least one record must be signed.
     pub fn finish(&self, v: &mut Verification) {
-        if !self.keys.is_empty() && v.records > 0 && self.first_signed.is_none() {
-            v.violations.push(
-                "no record is signed by the public key given: the chain was re-created without signatures, or signing was never turned on".into(),
-            );
+        if !self.keys.is_empty() && self.first_signed.is_none() {
+            v.violations.push(if v.records == 0 {
+                "the chain is empty, but a public key was given: the records were deleted, or this is not the trail the key signs".into()
+            } else {
+                "no record is signed by the public key given: the chain was re-created without signatures, or signing was never turned on".into()
+            });
         }
     }
 }
@@ -407,10 +409,17 @@ pub async fn verify(
     conn: &mut PgConnection,
     keys: &[PublicKey],
 ) -> Result<Verification, sqlx::Error> {
-    let entries: Vec<ChainEntry> =
-        sqlx::query_as("SELECT chain_seq, kind, ref_id, prev_hash, hash, signature, key_id FROM retentiond.chain ORDER BY chain_seq, kind, ref_id")
-            .fetch_all(&mut *conn)
-            .await?;
+    // `audit verify` migrates nothing: a trail from before signatures has no such columns.
+    let columns = if super::has_column(conn, "chain", "signature").await? {
+        "signature, key_id"
+    } else {
+        "NULL::text AS signature, NULL::text AS key_id"
+    };
+    let entries: Vec<ChainEntry> = sqlx::query_as(&format!(
+        "SELECT chain_seq, kind, ref_id, prev_hash, hash, {columns} FROM retentiond.chain ORDER BY chain_seq, kind, ref_id"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
     let mut v = Verification::default();
     let mut signatures = SignatureRule::new(keys);
     let mut expected_seq = 1i64;

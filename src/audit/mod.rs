@@ -37,6 +37,8 @@ pub struct Audit {
     pub(crate) pool: PgPool,
     /// What each seal signs with and anchors to.
     pub(crate) evidence: std::sync::Arc<Evidence>,
+    /// The config and policy-history size that last passed the preservation lock.
+    lock_checked: std::sync::Arc<std::sync::Mutex<Option<(String, i64)>>>,
 }
 
 /// Evidence beyond the database: the key that signs each sealed record, and the
@@ -205,6 +207,7 @@ impl Audit {
         Ok(Self {
             pool,
             evidence: Default::default(),
+            lock_checked: Default::default(),
         })
     }
 
@@ -322,6 +325,22 @@ impl Audit {
             key,
         }))
     }
+}
+
+/// Whether relation `table` of schema `retentiond` has `column` (a trail not yet migrated
+/// by this version lacks the newer ones).
+async fn has_column(
+    conn: &mut PgConnection,
+    table: &str,
+    column: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'retentiond' AND table_name = $1 AND column_name = $2)",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 fn lock_key(id: i64) -> i32 {

@@ -2,6 +2,7 @@
 //! the runs that used it.
 
 use super::*;
+use crate::policy::{lock_violations, LockedBy, Terms};
 use sha2::{Digest, Sha256};
 
 /// One config version and the runs that used it.
@@ -69,8 +70,112 @@ impl Audit {
         Ok(())
     }
 
+    /// Whether the trail has a policy history (migration 0004).
+    async fn has_policies(&self) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT to_regclass('retentiond.policy_history_since') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Runs whose config is missing from the policy history although they need it: every
+    /// signed run, and every run after the history began. Someone deleted those rows.
+    pub async fn runs_without_policy(&self) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+        if !self.has_policies().await? {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(
+            "SELECT r.run_id, r.config_sha256 FROM retentiond.runs r \
+             WHERE NOT EXISTS (SELECT 1 FROM retentiond.policies p WHERE p.sha256 = r.config_sha256) \
+               AND (r.signature IS NOT NULL \
+                    OR r.id > coalesce((SELECT min(last_run_before) FROM retentiond.policy_history_since), 0)) \
+             ORDER BY r.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Refuses config `text` (SHA-256 `sha256`) when [`Audit::preservation_lock`] does.
+    /// The policy history is read again only when it changed since this config last
+    /// passed: a run start costs one count.
+    pub(super) async fn recheck_preservation_lock(
+        &self,
+        sha256: &str,
+        text: &str,
+    ) -> Result<(), sqlx::Error> {
+        if !self.has_policies().await? {
+            return Ok(());
+        }
+        let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM retentiond.policies")
+            .fetch_one(&self.pool)
+            .await?;
+        let seen = (sha256.to_owned(), versions);
+        if self.lock_checked.lock().expect("not poisoned").as_ref() == Some(&seen) {
+            return Ok(());
+        }
+        let refusals = self.preservation_lock(text).await?;
+        if !refusals.is_empty() {
+            return Err(sqlx::Error::Protocol(format!(
+                "refused by the preservation lock: {}",
+                refusals.join("; ")
+            )));
+        }
+        *self.lock_checked.lock().expect("not poisoned") = Some(seen);
+        Ok(())
+    }
+
+    /// Why config `text` may not be used: every way it weakens a category that a config
+    /// recorded by an earlier run locked, and every sign that the policy history was
+    /// edited (then no config is accepted). Empty when it may.
+    pub async fn preservation_lock(&self, text: &str) -> Result<Vec<String>, sqlx::Error> {
+        let mut refusals: Vec<String> = self
+            .runs_without_policy()
+            .await?
+            .into_iter()
+            .take(3)
+            .map(|(run, sha)| format!(
+                "run {run} used config {sha}, which is missing from the trail's policy history: the history was edited, so no config is accepted until `audit verify` is clean"
+            ))
+            .collect();
+        let mut locked = Vec::new();
+        for v in self.policy_versions().await?.iter().filter(|v| v.runs > 0) {
+            if !v.intact() {
+                refusals.push(format!(
+                    "config {} in the trail's policy history does not match its SHA-256: the history was edited, so no config is accepted until `audit verify` is clean",
+                    v.sha256
+                ));
+                continue;
+            }
+            let terms = match Terms::from_text(&v.text) {
+                Ok(t) => t,
+                Err(e) => {
+                    refusals.push(format!("config {} in the policy history: {e}", v.sha256));
+                    continue;
+                }
+            };
+            if terms.categories.values().any(|c| c.locked) {
+                locked.push(LockedBy {
+                    run: v.first_run.map(|r| r.to_string()).unwrap_or_default(),
+                    at: v
+                        .first_run_at
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default(),
+                    sha256: v.sha256.clone(),
+                    terms,
+                });
+            }
+        }
+        match Terms::from_text(text) {
+            Ok(new) => refusals.extend(lock_violations(&new, &locked)),
+            Err(e) => refusals.push(e),
+        }
+        Ok(refusals)
+    }
+
     /// Every stored config, oldest first by its first run (then by when it was stored).
     pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, sqlx::Error> {
+        if !self.has_policies().await? {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT p.sha256, p.text, p.recorded_at, count(r.id) AS runs, \
                     (array_agg(r.run_id ORDER BY r.id))[1] AS first_run, min(r.started_at) AS first_run_at, \

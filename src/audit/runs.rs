@@ -48,6 +48,10 @@ impl Audit {
         let run_id = Uuid::now_v7();
         // Take the liveness lock before the row exists, so a recovery can never see a
         // `running` row whose lock is free while its process is alive.
+        // The callers checked the preservation lock when they loaded the config; a config
+        // that another process locked since is refused here, before anything is written.
+        self.recheck_preservation_lock(&start.config_sha256, &start.config_text)
+            .await?;
         let mut conn = self.pool.acquire().await?;
         self.record_policy(&mut conn, &start.config_sha256, &start.config_text)
             .await?;

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::config::KeySource;
 
 const CONTEXT: &str = "retentiond-record-v1 ";
+/// The context of a bundle's signature over the SHA-256 of its bytes.
+const BUNDLE_CONTEXT: &str = "retentiond-bundle-v1 ";
 
 /// Why a key could not be used. The messages never carry key material.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +122,16 @@ impl Signer {
 
     /// Signs the record whose hash is `hash`.
     pub fn sign(&self, hash: &str) -> Signed {
-        let sig = self.key.sign(message(hash).as_bytes());
+        self.sign_message(&message(hash))
+    }
+
+    /// Signs a bundle whose bytes (before its end line) hash to `digest`.
+    pub fn sign_bundle(&self, digest: &str) -> Signed {
+        self.sign_message(&format!("{BUNDLE_CONTEXT}{digest}"))
+    }
+
+    fn sign_message(&self, m: &str) -> Signed {
+        let sig = self.key.sign(m.as_bytes());
         Signed {
             signature: hex::encode(sig.to_bytes()),
             key_id: self.key_id.clone(),
@@ -187,12 +198,16 @@ impl PublicKey {
 
     /// Whether `signature` (hex) is this key's signature of the record hashed `hash`.
     pub fn verifies(&self, hash: &str, signature: &str) -> bool {
+        self.verifies_message(&message(hash), signature)
+    }
+
+    fn verifies_message(&self, m: &str, signature: &str) -> bool {
         let mut bytes = [0u8; 64];
         if hex::decode_to_slice(signature, &mut bytes).is_err() {
             return false;
         }
         self.key
-            .verify_strict(message(hash).as_bytes(), &Signature::from_bytes(&bytes))
+            .verify_strict(m.as_bytes(), &Signature::from_bytes(&bytes))
             .is_ok()
     }
 }
@@ -217,6 +232,30 @@ pub fn check(
     signature: Option<&str>,
     key_id: Option<&str>,
 ) -> SignatureCheck {
+    check_message(keys, &message(hash), signature, key_id)
+}
+
+/// Checks the signature of a bundle whose bytes hash to `digest`.
+pub fn check_bundle(
+    keys: &[PublicKey],
+    digest: &str,
+    signature: Option<&str>,
+    key_id: Option<&str>,
+) -> SignatureCheck {
+    check_message(
+        keys,
+        &format!("{BUNDLE_CONTEXT}{digest}"),
+        signature,
+        key_id,
+    )
+}
+
+fn check_message(
+    keys: &[PublicKey],
+    m: &str,
+    signature: Option<&str>,
+    key_id: Option<&str>,
+) -> SignatureCheck {
     let Some(sig) = signature else {
         return SignatureCheck::Unsigned;
     };
@@ -227,7 +266,7 @@ pub fn check(
     if candidates.peek().is_none() {
         return SignatureCheck::UnknownKey;
     }
-    if candidates.any(|k| k.verifies(hash, sig)) {
+    if candidates.any(|k| k.verifies_message(m, sig)) {
         SignatureCheck::Valid
     } else {
         SignatureCheck::Invalid

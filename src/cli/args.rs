@@ -218,6 +218,9 @@ pub enum ReportCommand {
         /// config or database is used.
         #[arg(long, value_name = "FILE")]
         bundle: Option<PathBuf>,
+        /// With `--bundle`: check the bundle's signatures with this public key (repeatable).
+        #[arg(long = "pubkey", value_name = "FILE", requires = "bundle")]
+        pubkeys: Vec<PathBuf>,
     },
 }
 

@@ -136,3 +136,38 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_key_pasted_where_its_name_or_path_belongs_is_refused_without_echoing_it() {
+    let seed = "11a8".repeat(16);
+    let pem = "-----BEGIN PRIVATE KEY-----\\nMC4CAQAwBQYDK2VwBCIEIKey\\n-----END PRIVATE KEY-----";
+    for (field, value) in [
+        ("signing_key_env", seed.as_str()),
+        ("signing_key_env", pem),
+        ("signing_key_file", seed.as_str()),
+        ("signing_key_file", pem),
+    ] {
+        let text = HEAD.replacen(
+            "[audit]\n",
+            &format!("[audit]\n{field} = \"{value}\"\n"),
+            1,
+        ) + "retain = \"30d\"\n";
+        let e = Config::parse(Path::new("r.toml"), &text)
+            .expect_err("key material in the config")
+            .to_string();
+        assert!(e.contains(&format!("audit.{field}")), "{e}");
+        assert!(!e.contains("11a811a8") && !e.contains("MC4CAQ"), "{e}");
+    }
+    let both = HEAD.replacen(
+        "[audit]\n",
+        "[audit]\nsigning_key_env = \"K\"\nsigning_key_file = \"/k\"\n",
+        1,
+    ) + "retain = \"30d\"\n";
+    assert!(Config::parse(Path::new("r.toml"), &both).is_err());
+    let anchors = HEAD.replacen("[audit]\n", "[audit]\nanchor_store = \"app\"\n", 1)
+        + "retain = \"30d\"\n";
+    let e = Config::parse(Path::new("r.toml"), &anchors)
+        .expect_err("anchors need an s3 store")
+        .to_string();
+    assert!(e.contains("audit.anchor_store"), "{e}");
+}

@@ -33,7 +33,36 @@ pub struct RuleTerms {
     pub action: String,
     /// `after_event`, when its clock starts at an event.
     pub after_event: Option<String>,
+    /// The store it removes from.
+    pub store: String,
+    /// Its table, or its `s3` prefix (`prefix:` in front).
+    pub place: String,
+    /// Every other key that decides what it removes and how old a record is (target,
+    /// clock, filter, objects, versions, tags, strategies), as TOML text.
+    pub scope: BTreeMap<String, String>,
 }
+
+/// The keys of a rule that decide what it removes and when, besides `retain`.
+const SCOPE_KEYS: &[&str] = &[
+    "store",
+    "table",
+    "prefix",
+    "exclude",
+    "age_column",
+    "after_event",
+    "age_format",
+    "age_timezone",
+    "filter",
+    "partitions",
+    "subject",
+    "anonymise",
+    "objects",
+    "versions",
+    "tags",
+    "abort_multipart_after",
+    "bypass_governance_retention",
+    "action",
+];
 
 /// A config's retention terms.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -96,10 +125,52 @@ impl Terms {
                             .get("after_event")
                             .and_then(toml::Value::as_str)
                             .map(str::to_owned),
+                        store: r
+                            .get("store")
+                            .and_then(toml::Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        place: match (
+                            r.get("table").and_then(toml::Value::as_str),
+                            r.get("prefix").and_then(toml::Value::as_str),
+                        ) {
+                            (Some(t), _) => t.to_owned(),
+                            (None, Some(p)) => format!("prefix:{p}"),
+                            (None, None) => String::new(),
+                        },
+                        scope: SCOPE_KEYS
+                            .iter()
+                            .filter_map(|k| r.get(*k).map(|v| ((*k).to_owned(), v.to_string())))
+                            .collect(),
                     },
                 );
         }
         Ok(terms)
+    }
+
+    /// Every rule (category, name, terms) that removes from `place` of `store`, or, for
+    /// a prefix, from a prefix that overlaps it.
+    fn rules_at<'a>(
+        &'a self,
+        store: &'a str,
+        place: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str, &'a RuleTerms)> + 'a {
+        self.categories.iter().flat_map(move |(c, t)| {
+            t.rules
+                .iter()
+                .filter(move |(_, r)| {
+                    r.store == store
+                        && match (
+                            r.place.strip_prefix("prefix:"),
+                            place.strip_prefix("prefix:"),
+                        ) {
+                            (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
+                            (None, None) => r.place == place,
+                            _ => false,
+                        }
+                })
+                .map(move |(n, r)| (c.as_str(), n.as_str(), r))
+        })
     }
 
     /// The category of rule `name`, and its terms.
@@ -166,6 +237,13 @@ pub enum Change {
         from: Option<String>,
         to: Option<String>,
     },
+    /// Another key that decides what the rule removes changed (table, filter, …).
+    ScopeChanged {
+        rule: String,
+        key: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
 }
 
 fn show(p: &Option<Period>) -> Option<String> {
@@ -216,6 +294,17 @@ impl std::fmt::Display for Change {
             Self::ActionChanged { rule, from, to } => {
                 write!(f, "rule {rule}: action from {from} to {to}")
             }
+            Self::ScopeChanged {
+                rule,
+                key,
+                from,
+                to,
+            } => write!(
+                f,
+                "rule {rule}: {key} from {} to {}",
+                or_none(from),
+                or_none(to)
+            ),
             Self::ClockChanged { rule, from, to } => write!(
                 f,
                 "rule {rule}: clock from {} to {}",
@@ -318,6 +407,20 @@ pub fn changes(a: &Terms, b: &Terms) -> Vec<Change> {
                         to: rb.action.clone(),
                     });
                 }
+                for key in SCOPE_KEYS
+                    .iter()
+                    .filter(|k| !matches!(**k, "action" | "after_event"))
+                {
+                    let (x, y) = (ra.scope.get(*key), rb.scope.get(*key));
+                    if x != y {
+                        out.push(Change::ScopeChanged {
+                            rule: rule.into(),
+                            key: (*key).into(),
+                            from: x.cloned(),
+                            to: y.cloned(),
+                        });
+                    }
+                }
                 if ra.after_event != rb.after_event {
                     out.push(Change::ClockChanged {
                         rule: rule.into(),
@@ -382,7 +485,37 @@ pub fn lock_violations(new: &Terms, recorded: &[LockedBy]) -> Vec<String> {
                 }
             }
             for (rule, r) in &old.rules {
+                if let Some(n) = now.rules.get(rule) {
+                    for key in SCOPE_KEYS {
+                        let (a, b) = (r.scope.get(*key), n.scope.get(*key));
+                        if a != b {
+                            weakened(format!(
+                                "changes `{key}` of rule {rule} from {} to {}: a locked rule keeps what it covers and how it reads age",
+                                a.map(String::as_str).unwrap_or("(unset)"),
+                                b.map(String::as_str).unwrap_or("(unset)")
+                            ));
+                        }
+                    }
+                }
                 let Some(then) = r.retain else { continue };
+                for (other_cat, other_name, o) in new.rules_at(&r.store, &r.place) {
+                    if other_name == rule.as_str() && other_cat == name.as_str() {
+                        continue;
+                    }
+                    let Some(p) = o.retain else { continue };
+                    let was = locked
+                        .terms
+                        .rule(other_name)
+                        .filter(|(_, w)| w.store == o.store && w.place == o.place)
+                        .and_then(|(_, w)| w.retain);
+                    let already = was.is_some_and(|w| p.always_at_least(&w));
+                    if !p.always_at_least(&then) && !already {
+                        weakened(format!(
+                            "adds or shortens rule {other_name} (category {other_cat}, retain {p}) on {} of store {}, where the locked rule {rule} keeps {then}",
+                            r.place, r.store
+                        ));
+                    }
+                }
                 match now.rules.get(rule) {
                     None => weakened(match new.rule(rule) {
                         Some((other, _)) => format!("moves rule {rule} to category {other}"),
@@ -415,11 +548,16 @@ max_retain = "30d"
 [[rules]]
 name = "old-invoices"
 category = "invoices"
+store = "app"
+table = "invoices"
+age_column = "issued_at"
 retain = "7y"
 action = "delete"
 [[rules]]
 name = "logs"
 category = "logs"
+store = "app"
+table = "logs"
 retain = "30d"
 action = "delete"
 "#;
@@ -477,6 +615,50 @@ action = "delete"
         assert!(gone[0].contains("removes the category"), "{gone:?}");
         // 84 months is 7 years: not a shortening.
         assert!(violations(&LOCKED.replace("\"7y\"", "\"84mo\"")).is_empty());
+    }
+
+    #[test]
+    fn a_locked_rule_keeps_its_target_and_clock_and_no_shorter_rule_joins_its_table() {
+        for (from, to, key) in [
+            ("table = \"invoices\"", "table = \"dummy\"", "table"),
+            (
+                "age_column = \"issued_at\"",
+                "age_column = \"paid_at\"",
+                "age_column",
+            ),
+            (
+                "age_column = \"issued_at\"",
+                "age_column = \"issued_at\"\nfilter = \"true\"",
+                "filter",
+            ),
+            (
+                "age_column = \"issued_at\"",
+                "age_column = \"issued_at\"\nage_format = \"epoch_millis\"",
+                "age_format",
+            ),
+        ] {
+            let v = violations(&LOCKED.replace(from, to));
+            assert!(
+                v.iter()
+                    .any(|m| m.contains(&format!("changes `{key}` of rule old-invoices"))),
+                "{key}: {v:?}"
+            );
+        }
+        let purge = LOCKED.to_owned()
+            + "[[rules]]\nname = \"purge\"\ncategory = \"logs\"\nstore = \"app\"\ntable = \"invoices\"\nretain = \"1d\"\naction = \"delete\"\n";
+        let v = violations(&purge);
+        assert!(
+            v.iter().any(|m| m.contains("adds or shortens rule purge")
+                && m.contains("locked rule old-invoices keeps 7y")),
+            "{v:?}"
+        );
+        // Longer on the same table is fine; another table of the store too.
+        assert!(violations(&purge.replace("\"1d\"", "\"8y\"")).is_empty());
+        assert!(violations(&purge.replace(
+            "table = \"invoices\"\nretain = \"1d\"",
+            "table = \"other\"\nretain = \"1d\""
+        ))
+        .is_empty());
     }
 
     #[test]

@@ -350,6 +350,66 @@ async fn the_bundle_verifies_offline_after_the_database_is_gone_and_a_flipped_by
     );
     shown.expect_code(0);
     assert_eq!(shown.json()["rules"][0]["deleted"], 5, "{}", shown.stdout);
+    assert!(
+        shown.stderr.contains("no --pubkey"),
+        "unauthenticated is said: {}",
+        shown.stderr
+    );
+    assert!(
+        ok.stdout.contains("the bundle itself is signed"),
+        "{}",
+        ok.stdout
+    );
+
+    // Cut off the last record and re-seal the bytes: the bundle's own signature no longer
+    // matches; stripped of it, the anchor of the record cut off still gives it away.
+    let cut = |strip_signature: bool| {
+        let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(&bundle)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let last = lines.iter().rposition(|l| l["type"] == "record").unwrap();
+        lines.remove(last);
+        lines[0]["last_seq"] = 3.into();
+        let mut end = lines.pop().unwrap();
+        let mut body = String::new();
+        for l in &lines {
+            body.push_str(&chain::canonical_json(l));
+            body.push('\n');
+        }
+        use sha2::Digest;
+        end["sha256"] = hex::encode(sha2::Sha256::digest(body.as_bytes())).into();
+        end["records"] = 3.into();
+        if strip_signature {
+            end["signature"] = serde_json::Value::Null;
+            end["key_id"] = serde_json::Value::Null;
+        }
+        body.push_str(&chain::canonical_json(&end));
+        body.push('\n');
+        let p = e
+            .env
+            .dir
+            .path()
+            .join(format!("cut-{strip_signature}.ndjson"));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let r = offline(&cut(false));
+    r.expect_code(4);
+    assert!(
+        r.stdout.contains("the bundle's own signature is not valid"),
+        "{}",
+        r.stdout
+    );
+    let r = offline(&cut(true));
+    r.expect_code(4);
+    assert!(
+        r.stdout
+            .contains("ends at record 3 but carries the anchor of record 4"),
+        "{}",
+        r.stdout
+    );
 
     // One byte flipped anywhere fails it: in a record, in the end line, in the header.
     let bytes = std::fs::read(&bundle).unwrap();
@@ -463,6 +523,9 @@ async fn anchors_cannot_be_deleted_or_overwritten_under_object_lock() {
 #[tokio::test]
 async fn a_locked_category_cannot_be_weakened_and_policy_diff_shows_the_change() {
     let e = Evidence::new("anchor_lock").await;
+    e.env
+        .sql("CREATE TABLE logs2 (id serial PRIMARY KEY, at timestamptz)")
+        .await;
     let key = e.env.dir.path().join("signing.pem");
     let rewrite = |rules: &str| Evidence::write_config(&e.env, &e.server, &e.bucket, &key, rules);
     // The rule keeps 35 days over the category's 30-day floor.
@@ -495,6 +558,17 @@ async fn a_locked_category_cannot_be_weakened_and_policy_diff_shows_the_change()
             base.replace("category = \"logs\"", "category = \"other\"")
                 + "[categories.other]\ndescription = \"x\"\n",
             "moves rule logs to category other",
+        ),
+        // Same name and retain, another table: what the lock covers moved away.
+        (
+            base.replace("table = \"logs\"", "table = \"logs2\""),
+            "changes `table` of rule logs",
+        ),
+        // An unlocked rule joining the locked rule's table with a shorter retain.
+        (
+            base.clone()
+                + "[categories.scratch]\ndescription = \"x\"\n[[rules]]\nname = \"purge\"\ncategory = \"scratch\"\nstore = \"app\"\ntable = \"logs\"\nage_column = \"at\"\nretain = \"1d\"\naction = \"delete\"\n",
+            "adds or shortens rule purge",
         ),
     ] {
         rewrite(&weaker);
@@ -557,4 +631,97 @@ async fn a_locked_category_cannot_be_weakened_and_policy_diff_shows_the_change()
         .unwrap();
     let text: String = row.get("text");
     assert!(text.contains("locked = true"));
+
+    // A superuser deletes the policy history to take the lock out of the check: that is
+    // a violation, and no config is accepted until the trail is repaired.
+    e.env
+        .sql("ALTER TABLE retentiond.policies DISABLE TRIGGER USER; DELETE FROM retentiond.policies;")
+        .await;
+    let v = e.verify(&["--pubkey", e.pubkey.to_str().unwrap()]);
+    v.expect_code(4);
+    assert!(
+        v.stdout.contains("missing from the policy history"),
+        "{}",
+        v.stdout
+    );
+    rewrite(
+        &base
+            .replace("locked = true\n", "")
+            .replace("\"30d\"", "\"1d\"")
+            .replace("\"35d\"", "\"1d\""),
+    );
+    let r = e.run(&["sweep"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("missing from the trail's policy history"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        e.env.scalar("SELECT count(*) FROM logs").await,
+        8,
+        "nothing was removed"
+    );
+}
+
+// A failed anchor write is a warning, never a failed run, and the next seal closes the
+// gap: its anchor covers every record before it.
+#[tokio::test]
+async fn a_failed_anchor_write_does_not_fail_the_run_and_the_next_seal_closes_the_gap() {
+    let mut env = TestEnv::new("anchor_gap").await;
+    env.sql(
+        "CREATE TABLE logs (id serial PRIMARY KEY, at timestamptz); CREATE INDEX ON logs (at);
+         INSERT INTO logs (at) SELECT now() - interval '40 days' FROM generate_series(1, 5);",
+    )
+    .await;
+    let server = moto();
+    env.env.extend(server.env());
+    // The anchor bucket does not exist yet.
+    let bucket = format!("rtd-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key = env.dir.path().join("signing.pem");
+    let cfg = Evidence::write_config(&env, &server, &bucket, &key, RULES);
+    env.run(&cfg, &["audit", "keygen", "--out", key.to_str().unwrap()])
+        .expect_code(0);
+    let first = env.run(&cfg, &["sweep"]);
+    first.expect_code(0);
+    assert!(
+        first.stderr.contains("could not be anchored"),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM logs").await,
+        0,
+        "the run did its work"
+    );
+    server
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    server.region.as_str(),
+                ))
+                .build(),
+        )
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let none = env.run(&cfg, &["audit", "verify", "--anchors"]);
+    none.expect_code(4);
+    assert!(
+        none.stdout.contains("no anchor in store `anchors`"),
+        "{}",
+        none.stdout
+    );
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    let closed = env.run(&cfg, &["audit", "verify", "--anchors"]);
+    closed.expect_code(0);
+    assert!(
+        closed.stdout.contains("the latest anchors record 2"),
+        "{}",
+        closed.stdout
+    );
 }

@@ -595,7 +595,8 @@ async fn sighup_with_a_config_that_weakens_a_locked_category_keeps_the_old_one()
     let good = config(
         &env,
         "locked",
-        "schedule = \"0 0 3 * * *\"\nbatch_size = 10",
+        // Every 2 s: runs go on after the reload, under whichever config is in force.
+        "schedule = \"*/2 * * * * *\"\nbatch_size = 10",
     )
     .replace(
         "description = \"logs\"\n",
@@ -628,6 +629,15 @@ async fn sighup_with_a_config_that_weakens_a_locked_category_keeps_the_old_one()
         },
     )
     .await;
+    let finished = "SELECT count(*) FROM retentiond.runs WHERE finished_at IS NOT NULL";
+    let before = env.scalar(finished).await;
+    wait_for(
+        &env,
+        "two runs after the refused reload",
+        PATIENCE_SECS,
+        || async { env.scalar(finished).await >= before + 2 },
+    )
+    .await;
     let metrics = get(port, "/metrics").await.unwrap().1;
     assert_eq!(
         sample(&metrics, "retentiond_config_info", &[("sha256", &old_sha)]),
@@ -640,7 +650,7 @@ async fn sighup_with_a_config_that_weakens_a_locked_category_keeps_the_old_one()
     assert_eq!(
         env.scalar("SELECT count(*) FROM logs").await,
         4,
-        "rows of 20 days under a 30-day floor stay"
+        "rows of 20 days under a 30-day floor stay: the runs after the reload kept the old config"
     );
     assert_eq!(
         env.scalar(&format!(

@@ -51,8 +51,10 @@ async fn no_output_or_record_contains_a_secret() {
     let cfg = env.config(&body);
     // Every record is signed with a key from the environment (#16): the seed must never
     // show, nor the PEM form of the same key.
-    let seed = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
-    env.env.push(("RETENTIOND_SIGNING_KEY".into(), seed.clone()));
+    let seed =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    env.env
+        .push(("RETENTIOND_SIGNING_KEY".into(), seed.clone()));
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
         "[audit]\n",
         "[audit]\nsigning_key_env = \"RETENTIOND_SIGNING_KEY\"\n",
@@ -110,8 +112,16 @@ async fn no_output_or_record_contains_a_secret() {
     std::fs::write(env.url_file(), &with_password).unwrap();
     let out = run_bin(&cfg, &["sweep"], &broken);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("RETENTIOND_SIGNING_KEY"), "{}", out.stderr);
-    assert!(!out.stderr.contains(&bad_key[..40]), "the malformed key leaked: {}", out.stderr);
+    assert!(
+        out.stderr.contains("RETENTIOND_SIGNING_KEY"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(&bad_key[..40]),
+        "the malformed key leaked: {}",
+        out.stderr
+    );
     outputs.push(out.stdout);
     outputs.push(out.stderr);
     // Reports on disk and the whole audit trail.
@@ -135,7 +145,10 @@ async fn no_output_or_record_contains_a_secret() {
     );
     assert!(!all.contains(&seed), "the signing key leaked");
     assert!(!all.contains(&pem_body), "the signing key leaked as PEM");
-    assert!(all.contains("BEGIN PUBLIC KEY"), "`audit pubkey` printed the public half");
+    assert!(
+        all.contains("BEGIN PUBLIC KEY"),
+        "`audit pubkey` printed the public half"
+    );
     env.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .await;
 }

@@ -45,9 +45,16 @@ pub async fn keygen(out: &Path) -> CmdResult {
     f.write_all(key.to_pem().as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| Fail::runtime(format!("cannot write {}: {e}", out.display())))?;
-    let mut p = create_new(&public_path, 0o644)?;
-    p.write_all(key.public().to_pem().as_bytes())
-        .map_err(|e| Fail::runtime(format!("cannot write {}: {e}", public_path.display())))?;
+    let written = create_new(&public_path, 0o644).and_then(|mut p| {
+        p.write_all(key.public().to_pem().as_bytes())
+            .map_err(|e| Fail::runtime(format!("cannot write {}: {e}", public_path.display())))
+    });
+    if let Err(e) = written {
+        // No private key without its public half.
+        let _ = std::fs::remove_file(out);
+        let _ = std::fs::remove_file(&public_path);
+        return Err(e);
+    }
     println!(
         "wrote the private key to {} (mode 0600) and the public key to {}; key id {}",
         out.display(),
@@ -89,7 +96,13 @@ pub async fn export(
         .map(|s| parse_time(s, now))
         .transpose()
         .map_err(Fail::usage)?;
-    let audit = connect_audit(&config).await?;
+    let mut audit = connect_audit(&config).await?;
+    // The bundle is signed when the signing key is at hand; an auditor's export without
+    // it is not, and its records' own signatures still are.
+    match startup::evidence(&config).await {
+        Ok(e) => audit = audit.with_evidence(e),
+        Err(e) => tracing::warn!(error = %e.message, "the bundle is not signed"),
+    }
     let anchors = match startup::anchors(&config).await? {
         Some(a) => a.list().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the anchors cannot be listed; the bundle has none");
@@ -138,11 +151,22 @@ pub async fn verify(config_path: &Path, a: VerifyArgs) -> CmdResult {
                     &check.chain,
                     &format!("bundle {} ok: {place}, hash chain intact, the bundle's bytes unchanged, {} config versions match their SHA-256", path.display(), check.policies),
                 );
-                if check.chain.violations.is_empty() && check.anchors > 0 {
-                    println!(
-                        "anchors: {} in the bundle's range, each matching its record",
-                        check.anchors
-                    );
+                if check.chain.violations.is_empty() {
+                    if check.anchors > 0 {
+                        println!(
+                            "anchors: {} in the bundle's range, each matching its record",
+                            check.anchors
+                        );
+                    }
+                    if keys.is_empty() {
+                        println!("signatures not checked (no --pubkey): the bundle is consistent with itself, but anyone can recompute an unsigned bundle");
+                    } else if check.bundle_signed {
+                        println!(
+                            "the bundle itself is signed: no record can be cut off either end"
+                        );
+                    } else {
+                        println!("the bundle itself is not signed (exported without the signing key): its records are, but records may have been cut off its end");
+                    }
                 }
             }
         }
@@ -169,6 +193,15 @@ pub async fn verify(config_path: &Path, a: VerifyArgs) -> CmdResult {
                 p.sha256
             ));
         }
+    }
+    for (run, sha) in audit
+        .runs_without_policy()
+        .await
+        .map_err(|e| Fail::runtime(format!("failed to read the policy history: {e}")))?
+    {
+        v.violations.push(format!(
+            "run {run} used config {sha}, which is missing from the policy history; it was deleted"
+        ));
     }
     let anchored = if a.anchors {
         let Some(anchors) = startup::anchors(&config).await? else {
@@ -270,14 +303,25 @@ fn print_anchored(c: &AnchorCheck) {
     );
 }
 
-/// `report show --bundle`: a run read from a bundle that verifies.
-pub fn show_from_bundle(path: &Path, run: &str, format: ReportFormat) -> CmdResult {
-    let check = bundle::verify_file(path, &[]);
+/// `report show --bundle`: a run read from a bundle that verifies, in the same pass.
+pub fn show_from_bundle(
+    path: &Path,
+    run: &str,
+    format: ReportFormat,
+    pubkeys: &[std::path::PathBuf],
+) -> CmdResult {
+    let keys = public_keys(pubkeys)?;
+    let mut picker = bundle::RunPicker::new(run);
+    let check = bundle::verify_with(path, &keys, |r| picker.offer(r));
     if let Some(first) = check.chain.violations.first() {
         eprintln!("error: the bundle does not verify: {first}");
         return Ok(Exit::Violation);
     }
-    let report = bundle::find_run(path, run)
+    if keys.is_empty() {
+        eprintln!("warning: no --pubkey: the bundle is consistent, but nothing proves who wrote it; anyone can recompute an unsigned bundle");
+    }
+    let report = picker
+        .picked()
         .map_err(Fail::usage)?
         .ok_or_else(|| Fail::usage(format!("no run in {} matches `{run}`", path.display())))?;
     match format {

@@ -96,6 +96,11 @@ pub(crate) async fn prepare(
         CancellationToken::new(),
     )
     .await?;
+    // The preservation lock first: a weakened config is refused for that reason, before
+    // the preflight looks at what it names (read-only until the trail is migrated).
+    if engine.audit.migrations_applied().await {
+        startup::check_preservation_lock(&engine.audit, &config).await?;
+    }
     let pf = preflight::check(&config, &engine.stores, &selected).await;
     print_findings(&pf);
     if !pf.ok() {
@@ -154,6 +159,8 @@ pub async fn validate(config_path: &Path, a: FormatArg) -> CmdResult {
     let all: Vec<&Rule> = config.rules.iter().collect();
     let stores = connect_stores(&config, &all).await?;
     let audit = connect_audit(&config).await?;
+    // The signing key must load where the daemon will run.
+    startup::evidence(&config).await?;
     // Changes nothing: the lock is checked only against a trail that is migrated.
     if audit.migrations_applied().await {
         startup::check_preservation_lock(&audit, &config).await?;

@@ -7,9 +7,10 @@ pub async fn report(config_path: &Path, cmd: ReportCommand) -> CmdResult {
         run,
         format,
         bundle: Some(bundle),
+        pubkeys,
     } = &cmd
     {
-        return evidence::show_from_bundle(bundle, run, *format);
+        return evidence::show_from_bundle(bundle, run, *format, pubkeys);
     }
     let config = load_config(config_path)?;
     let audit = connect_audit(&config).await?;

@@ -36,15 +36,27 @@ pub(super) fn audit(
             ))
         }
         (Some(env), None) => {
-            if env.is_empty() || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            // Never echo the value: it may be the key itself, pasted in by mistake.
+            if looks_like_key(&env)
+                || env.is_empty()
+                || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return Err(err(
                     &ap.key("signing_key_env"),
-                    format!("`{env}` is not an environment variable name (letters, digits, `_`); the key itself never goes in the config"),
+                    "must name an environment variable (letters, digits, `_`); the value given is not one, or looks like key material: the key itself never goes in the config".into(),
                 ));
             }
             Some(KeySource::Env(env))
         }
-        (None, Some(file)) => Some(KeySource::File(PathBuf::from(file))),
+        (None, Some(file)) => {
+            if looks_like_key(&file) {
+                return Err(err(
+                    &ap.key("signing_key_file"),
+                    "must be the path of a key file; the value given looks like key material: the key itself never goes in the config".into(),
+                ));
+            }
+            Some(KeySource::File(PathBuf::from(file)))
+        }
         (None, None) => None,
     };
     let anchor = match raw.anchor_store {
@@ -95,4 +107,10 @@ pub(super) fn audit(
     };
 
     Ok(audit)
+}
+
+/// A PEM block, or 32 or more hex digits: a key, not a name or a path.
+fn looks_like_key(v: &str) -> bool {
+    let t = v.trim();
+    t.contains("-----BEGIN") || (t.len() >= 32 && t.chars().all(|c| c.is_ascii_hexdigit()))
 }

@@ -10,15 +10,12 @@ use super::*;
 pub enum Protection {
     /// Object Lock in compliance mode: nobody can delete it or shorten its retention.
     Compliance,
-    /// Object Lock in governance mode: the bucket refused compliance mode.
-    Governance,
     /// The bucket's default retention, or none.
     BucketDefault,
 }
 
 impl S3Store {
-    /// Writes `body` at `key`, locked until `retain_until` when given (compliance mode,
-    /// governance mode when the bucket refuses compliance).
+    /// Writes `body` at `key`, locked in compliance mode until `retain_until` when given.
     pub async fn put_locked(
         &self,
         key: &str,
@@ -30,30 +27,22 @@ impl S3Store {
             return Ok(Protection::BucketDefault);
         };
         let until = aws_smithy_types::DateTime::from_millis(until.timestamp_millis());
-        let mut last = None;
-        for (mode, protection) in [
-            (ObjectLockMode::Compliance, Protection::Compliance),
-            (ObjectLockMode::Governance, Protection::Governance),
-        ] {
-            match self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type("application/json")
-                // A put with a retention period must carry a checksum.
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until)
-                .body(body.clone().into())
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(protection),
-                Err(e) => last = Some(self.err("PutObject", describe(&e))),
-            }
-        }
-        Err(last.expect("two attempts"))
+        // Compliance mode or nothing: a failed put is a failed anchor (counted, and
+        // closed by the next seal), never a silently weaker lock.
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            // A put with a retention period must carry a checksum.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(until)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", describe(&e)))?;
+        Ok(Protection::Compliance)
     }
 
     /// Every version (or, unversioned, every object) under `prefix`, delete markers
