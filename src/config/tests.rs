@@ -147,11 +147,8 @@ fn a_key_pasted_where_its_name_or_path_belongs_is_refused_without_echoing_it() {
         ("signing_key_file", seed.as_str()),
         ("signing_key_file", pem),
     ] {
-        let text = HEAD.replacen(
-            "[audit]\n",
-            &format!("[audit]\n{field} = \"{value}\"\n"),
-            1,
-        ) + "retain = \"30d\"\n";
+        let text = HEAD.replacen("[audit]\n", &format!("[audit]\n{field} = \"{value}\"\n"), 1)
+            + "retain = \"30d\"\n";
         let e = Config::parse(Path::new("r.toml"), &text)
             .expect_err("key material in the config")
             .to_string();
@@ -164,8 +161,8 @@ fn a_key_pasted_where_its_name_or_path_belongs_is_refused_without_echoing_it() {
         1,
     ) + "retain = \"30d\"\n";
     assert!(Config::parse(Path::new("r.toml"), &both).is_err());
-    let anchors = HEAD.replacen("[audit]\n", "[audit]\nanchor_store = \"app\"\n", 1)
-        + "retain = \"30d\"\n";
+    let anchors =
+        HEAD.replacen("[audit]\n", "[audit]\nanchor_store = \"app\"\n", 1) + "retain = \"30d\"\n";
     let e = Config::parse(Path::new("r.toml"), &anchors)
         .expect_err("anchors need an s3 store")
         .to_string();
