@@ -116,3 +116,34 @@ pub fn human_age(secs: u64) -> String {
         (d, h, _) => format!("{d}d {h}h"),
     }
 }
+
+/// `results` as the report site's snapshot.
+pub fn snapshot(results: &[RuleConformance]) -> crate::report::site::ConformanceSnapshot {
+    crate::report::site::ConformanceSnapshot {
+        checked_at: Utc::now(),
+        rules: results
+            .iter()
+            .map(|r| crate::report::site::ConformanceLine {
+                rule: r.rule.clone(),
+                category: r.category.clone(),
+                overdue: r.overdue,
+                held: r.held,
+                oldest_overdue_age: r.oldest_overdue_age.clone(),
+                error: r.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Saves `results` for the report site and rewrites its index.
+pub async fn publish(engine: &Engine, results: &[RuleConformance]) {
+    use crate::report::site;
+    site::save(
+        &engine.config,
+        &engine.stores,
+        site::CONFORMANCE_FILE,
+        &snapshot(results),
+    )
+    .await;
+    site::refresh(&engine.config, &engine.stores, &engine.audit).await;
+}

@@ -135,6 +135,7 @@ impl Engine {
             .await
             .map_err(|e| anyhow::anyhow!("failed to record the run end: {e}"))?;
         crate::report::copy_out(&self.config, &self.stores, &report).await;
+        crate::report::site::refresh(&self.config, &self.stores, &self.audit).await;
         crate::metrics::record_run(&report);
         Ok(Exported {
             outcome: RunOutcome { report },

@@ -1,6 +1,7 @@
 //! Run reports: the JSON contract (SPEC §8), text for operators, Markdown and HTML for auditors.
 
 mod html;
+pub mod site;
 pub mod table;
 mod text;
 
@@ -213,11 +214,7 @@ pub async fn copy_out(
     stores: &crate::store::Stores,
     report: &RunReport,
 ) {
-    let stem = format!(
-        "{}_{}",
-        report.started_at.format("%Y%m%dT%H%M%SZ"),
-        report.run_id
-    );
+    let stem = site::stem(report);
     let json = serde_json::to_vec_pretty(report).unwrap_or_default();
     let md = render_markdown(report).into_bytes();
     let html = render_html(report, std::slice::from_ref(report)).into_bytes();

@@ -19,6 +19,7 @@ impl Daemon {
         let rules: Vec<&Rule> = engine.config.rules.iter().filter(|r| r.enabled).collect();
         let pf = preflight::check(&engine.config, &engine.stores, &rules).await;
         let results = crate::conformance::check(engine, &pf, None).await;
+        crate::conformance::publish(engine, &results).await;
         let overdue: u64 = results.iter().map(|r| r.overdue).sum();
         let failed = results.iter().filter(|r| r.error.is_some()).count();
         info!(

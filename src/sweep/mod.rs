@@ -262,6 +262,7 @@ impl Engine {
         span.in_scope(|| info!(status = %stored.status, "run finished"));
         // Copies are the sealed record: verifiable, with samples only when the trail keeps them.
         crate::report::copy_out(&self.config, &self.stores, &stored).await;
+        crate::report::site::refresh(&self.config, &self.stores, &self.audit).await;
         crate::metrics::record_run(&stored);
         // The operator sees samples even when the trail does not keep them.
         let mut report = stored;

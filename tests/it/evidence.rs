@@ -179,14 +179,19 @@ async fn html_report_renders_in_a_real_browser() {
     std::fs::create_dir_all(&out_dir).unwrap();
     let file = out_dir.join("report.html");
     std::fs::write(&file, &page).unwrap();
+    screenshot(&file, 1280, &out_dir.join("report.png"));
+}
+
+/// Renders `file` in Debian's headless Chromium at `width` px and checks a real PNG was
+/// written to `shot` (kept as a test artifact).
+fn screenshot(file: &std::path::Path, width: u32, shot: &std::path::Path) {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
     let Some(chromium) = chromium else {
         panic!("chromium is not installed: scripts/test installs Debian's chromium package");
     };
-    let shot = out_dir.join("report.png");
-    let _ = std::fs::remove_file(&shot);
+    let _ = std::fs::remove_file(shot);
     let profile = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(chromium)
         .args([
@@ -198,8 +203,9 @@ async fn html_report_renders_in_a_real_browser() {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--window-size=1280,1400",
+            "--hide-scrollbars",
         ])
+        .arg(format!("--window-size={width},1400"))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", file.display()))
@@ -208,12 +214,79 @@ async fn html_report_renders_in_a_real_browser() {
         .status()
         .unwrap();
     assert!(status.success(), "chromium failed");
-    let png = std::fs::read(&shot).expect("screenshot written");
+    let png = std::fs::read(shot).expect("screenshot written");
     assert!(
         png.len() > 10_000 && png.starts_with(b"\x89PNG"),
         "a real screenshot ({} bytes)",
         png.len()
     );
+}
+
+// #17 item 6: the report site an auditor opens: runs newest first, each linking to its
+// page; removed per category per day; the latest conformance; the last `audit verify`.
+#[tokio::test]
+async fn the_report_site_links_every_run_and_shows_conformance_and_the_last_verify() {
+    let (env, cfg) = env_with_logs("site").await;
+    env.run(&cfg, &["sweep", "--dry-run"]).expect_code(0);
+    env.run(&cfg, &["sweep"]).expect_code(0);
+    let dir = env.dir.path().join("reports");
+    let index = dir.join("index.html");
+    let page = std::fs::read_to_string(&index).expect("index.html written after a run");
+    assert!(
+        page.contains("No <code>audit verify</code> result yet"),
+        "{page}"
+    );
+    env.run(&cfg, &["conformance"]).expect_code(0);
+    env.run(&cfg, &["audit", "verify"]).expect_code(0);
+    let page = std::fs::read_to_string(&index).unwrap();
+    let runs: Vec<String> =
+        sqlx::query_scalar("SELECT run_id::text FROM retentiond.runs ORDER BY id DESC")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), 2);
+    let positions: Vec<usize> = runs
+        .iter()
+        .map(|id| {
+            let name = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .find(|n| n.contains(id.as_str()) && n.ends_with(".html"))
+                .unwrap_or_else(|| panic!("the run page of {id}"));
+            page.find(&format!("href=\"{name}\""))
+                .unwrap_or_else(|| panic!("the index links {name}"))
+        })
+        .collect();
+    assert!(positions[0] < positions[1], "newest first");
+    assert!(
+        page.contains("<svg") && page.contains("<title>") && page.contains("logs</li>"),
+        "the chart has the category"
+    );
+    assert!(
+        page.contains("badge ok\">verified</span> 2 records"),
+        "the last verify: {page}"
+    );
+    assert!(
+        page.contains("<td>logs</td>") && page.contains("badge ok\">0</span>"),
+        "conformance per rule: {page}"
+    );
+    assert!(
+        !page.contains("<script")
+            && !page.contains("http://")
+            && !page.contains("https://")
+            && !page.contains("<link"),
+        "self-contained"
+    );
+    assert!(
+        page.contains("name=\"viewport\"") && page.contains("@media (max-width"),
+        "made for phones too"
+    );
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let file = out_dir.join("index.html");
+    std::fs::write(&file, &page).unwrap();
+    screenshot(&file, 1280, &out_dir.join("site-1280.png"));
+    screenshot(&file, 390, &out_dir.join("site-390.png"));
 }
 
 #[tokio::test]

@@ -230,6 +230,25 @@ pub async fn verify(config_path: &Path, a: VerifyArgs) -> CmdResult {
     } else {
         None
     };
+    if crate::report::site::enabled(&config) {
+        let stores = startup::connect_stores(&config, &[]).await?;
+        let snapshot = crate::report::site::VerifySnapshot {
+            checked_at: Utc::now(),
+            records: v.records,
+            head_hash: v.head_hash.clone(),
+            signatures_checked: v.signatures_checked,
+            anchors_checked: anchored.is_some(),
+            violations: v.violations.clone(),
+        };
+        crate::report::site::save(
+            &config,
+            &stores,
+            crate::report::site::VERIFY_FILE,
+            &snapshot,
+        )
+        .await;
+        crate::report::site::refresh(&config, &stores, &audit).await;
+    }
     match a.format {
         Format::Json => print_json(&serde_json::json!({
             "records": v.records,

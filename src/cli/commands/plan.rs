@@ -139,6 +139,7 @@ pub async fn conformance(config_path: &Path, a: ConformanceArgs) -> CmdResult {
         return Err(pf.failure().into());
     }
     let results = crate::conformance::check(&engine, &pf, tolerance.as_ref()).await;
+    crate::conformance::publish(&engine, &results).await;
     let violations = results.iter().filter(|r| r.overdue > 0).count();
     let errors = results.iter().filter(|r| r.error.is_some()).count();
     match a.format {
