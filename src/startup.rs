@@ -40,6 +40,7 @@ pub async fn engine(
         audit,
         config,
         shutdown,
+        watch: None,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod commands;
+mod progress;
 
 use chrono::{DateTime, NaiveDate, Utc};
 

@@ -200,11 +200,17 @@ impl Writer<'_> {
             ..Default::default()
         };
         let started = std::time::Instant::now();
+        if let Some(w) = &self.engine.watch {
+            w.started(&rule.name);
+        }
         if let Err(e) = self.rows(rule, p, &mut report).await {
             report.status = Status::Failed;
             report.errors.push(self.redact(&e));
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
+        if let Some(w) = &self.engine.watch {
+            w.finished(&rule.name, &report);
+        }
         report
     }
 
@@ -239,8 +245,15 @@ impl Writer<'_> {
         let path = format!("rules/{}.ndjson", rule.name);
         let io = |e: std::io::Error| format!("cannot write {path}: {e}");
         let mut file = Hashed::create(&self.dir.join(&path)).map_err(io)?;
+        let (watch, mut written) = (self.engine.watch.clone(), 0u64);
         let n = pg
-            .for_each_text(&rows.rows(), |line| file.line(&line))
+            .for_each_text(&rows.rows(), |line| {
+                written += 1;
+                if let (Some(w), 0) = (&watch, written % 1000) {
+                    w.progressed(&rule.name, written);
+                }
+                file.line(&line)
+            })
             .await
             .map_err(|e| format!("cannot read the rows: {}", crate::sweep::error_ref(&e)))?;
         let sha256 = file.finish().map_err(io)?;

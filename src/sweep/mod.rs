@@ -83,6 +83,21 @@ pub struct Engine {
     pub audit: Audit,
     /// Cancelled on shutdown: no new batch starts.
     pub shutdown: CancellationToken,
+    /// Watches rules as they run: a progress bar on a terminal; `None` elsewhere.
+    pub watch: Option<Arc<dyn Watch>>,
+}
+
+/// Watches each rule of a run: its start, its count of due records once known, the
+/// records done after every batch, its end.
+pub trait Watch: Send + Sync {
+    /// Rule `rule` started.
+    fn started(&self, rule: &str);
+    /// `total` records of `rule` are due (a count, when the rule makes one).
+    fn counted(&self, rule: &str, total: u64);
+    /// `done` records of `rule` are deleted or anonymised so far.
+    fn progressed(&self, rule: &str, done: u64);
+    /// Rule `rule` ended with `report`.
+    fn finished(&self, rule: &str, report: &RuleReport);
 }
 
 /// The result of a run.
@@ -348,6 +363,9 @@ impl Engine {
         } else {
             None
         };
+        if let Some(w) = &self.watch {
+            w.started(&rule.name);
+        }
         match (prepared, &rule.target) {
             (Ok(Prepared::Table(p)), Target::Table(t)) => table::run(&mut rr, t, p).await,
             (Ok(Prepared::Prefix(b)), Target::Prefix(p)) => {
@@ -366,6 +384,9 @@ impl Engine {
             lock.release().await;
         }
         rr.report.duration_ms = started.elapsed().as_millis() as u64;
+        if let Some(w) = &self.watch {
+            w.finished(&rule.name, &rr.report);
+        }
         info!(
             status = %rr.report.status, matched = rr.report.matched, deleted = rr.report.deleted,
             anonymised = rr.report.anonymised, held = rr.report.held, failed = rr.report.failed,

@@ -43,9 +43,20 @@ impl RuleRun<'_> {
         }
     }
 
+    /// Tells the watch (a progress bar) how many records are done.
+    pub(crate) fn watch_progress(&self) {
+        if let Some(w) = &self.engine.watch {
+            w.progressed(
+                &self.rule.name,
+                self.report.deleted + self.report.anonymised,
+            );
+        }
+    }
+
     /// Appends the rule's running counts to the trail when [`PROGRESS_EVERY`] has passed
     /// since the last time; `adjust` adds what the report only gets at the end.
     pub(crate) async fn record_progress(&mut self, adjust: impl FnOnce(&mut RuleReport)) {
+        self.watch_progress();
         let Some(p) = self.progress.as_mut() else {
             return;
         };

@@ -130,7 +130,8 @@ pub async fn sweep(config_path: &Path, a: SweepArgs) -> CmdResult {
         .map(|s| parse_time(s, Utc::now()))
         .transpose()
         .map_err(Fail::usage)?;
-    let (engine, names, pf) = prepare(config_path, &a.rules, &a.categories).await?;
+    let (mut engine, names, pf) = prepare(config_path, &a.rules, &a.categories).await?;
+    engine.watch = super::progress::on_terminal(a.format == Format::Text);
     let as_of = match a.as_of.as_deref() {
         Some(s) => Some(db_time(&engine.audit, s).await?),
         None => None,

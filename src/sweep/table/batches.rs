@@ -62,6 +62,7 @@ impl Batches {
     /// never counts a batch a server crash could undo ([`Batches::confirm`] records it).
     pub(crate) async fn done(&mut self, rr: &mut RuleRun<'_>, done: BatchDone, elapsed: Duration) {
         self.count_batch(rr, done, elapsed);
+        rr.watch_progress();
         if self.unconfirmed.is_some() || !progress_due(rr) {
             return;
         }

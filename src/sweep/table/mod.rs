@@ -125,6 +125,21 @@ pub(crate) async fn run<'r>(rr: &mut RuleRun<'r>, t: &'r TableTarget, p: &'r Pre
     if needs_count && count_and_guard(rr, &pg, &scope, &tables, &start_holds).await == Next::Stop {
         return;
     }
+    if let Some(w) = &rr.engine.watch {
+        // A progress bar's total, on a terminal only: counted for the bar and kept out
+        // of the report, which reads the same with or without one.
+        let total = if needs_count {
+            Some(rr.report.matched)
+        } else {
+            count_all(&pg, &scope, &tables, &start_holds, false)
+                .await
+                .ok()
+                .map(|c| c.due - c.held - c.kept)
+        };
+        if let Some(total) = total {
+            w.counted(&rr.rule.name, total);
+        }
+    }
     if let (Some(c), None) = (scope.cutoff, &rr.erase) {
         let gone = super::partitions::remove_expired(rr, &pg, &scope, c).await;
         tables.retain(|leaf| !gone.contains(leaf));
