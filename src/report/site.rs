@@ -157,7 +157,7 @@ fn chart(days: &[NaiveDate], per: &BTreeMap<String, Vec<u64>>) -> String {
                 esc(cat)
             );
         }
-        if (days.len() - 1 - i) % 7 == 0 {
+        if (days.len() - 1 - i).is_multiple_of(7) {
             let _ = write!(
                 o,
                 "<text x=\"{:.1}\" y=\"{}\" class=\"axis\">{}</text>",
