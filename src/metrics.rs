@@ -134,6 +134,13 @@ pub fn init_process(sha256: &str, replaced: Option<&str>) {
         gauge!("retentiond_config_info", "sha256" => old.to_owned()).set(0.0);
     }
     gauge!("retentiond_config_info", "sha256" => sha256.to_owned()).set(1.0);
+    // Every run outcome an alert watches from the first scrape, at 0: a counter that
+    // appears at 1 has no increase, and its first failure would go unnoticed.
+    for mode in ["enforce", "dry_run"] {
+        for status in ["succeeded", "partial", "failed", "refused", "interrupted"] {
+            counter!("retentiond_runs_total", "mode" => mode, "status" => status).increment(0);
+        }
+    }
 }
 
 /// One store's probe: up or down, and for a Postgres store the skew of this host's clock

@@ -67,6 +67,7 @@ impl Server {
             .region(aws_sdk_s3::config::Region::new(self.region.clone()))
             .endpoint_url(&self.endpoint)
             .credentials_provider(creds)
+            .http_client(retentiond::store::s3::https_client())
             .force_path_style(true)
             .request_checksum_calculation(
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
@@ -787,7 +788,28 @@ async fn reports_are_copied_to_an_s3_prefix() {
     out.expect_code(0);
     let run_id = out.json()["run_id"].as_str().unwrap().to_owned();
     let copies = keys(&c, &bucket, "retention-reports/").await;
-    assert_eq!(copies.len(), 3, "{copies:?}");
+    assert_eq!(
+        copies.len(),
+        4,
+        "three copies and the site's index: {copies:?}"
+    );
+    assert!(
+        copies.contains(&"retention-reports/index.html".to_owned()),
+        "{copies:?}"
+    );
+    let index = c
+        .get_object()
+        .bucket(&bucket)
+        .key("retention-reports/index.html")
+        .send()
+        .await
+        .unwrap();
+    let index =
+        String::from_utf8(index.body.collect().await.unwrap().into_bytes().to_vec()).unwrap();
+    assert!(
+        index.contains(&format!("{run_id}.html")),
+        "the index links the run: {index}"
+    );
     for ext in ["json", "md", "html"] {
         assert!(
             copies
@@ -814,5 +836,143 @@ async fn reports_are_copied_to_an_s3_prefix() {
     assert!(
         copy["hash"].as_str().is_some_and(|h| h.len() == 64),
         "the copy carries the sealed hash"
+    );
+}
+
+// #17 item 7 trimmed the SDK to one TLS stack (rustls on ring, the platform's roots):
+// HTTPS endpoints still work, and a certificate nobody vouches for is refused.
+#[tokio::test]
+async fn s3_over_https_verifies_the_servers_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    // A CA, and a server certificate for 127.0.0.1 it signed.
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-www", "-state", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cert", "server.pem", "-key", "server.key"])
+        .current_dir(dir.path())
+        .stdout(std::fs::File::create(p("server.log")).unwrap())
+        .stderr(std::fs::File::create(p("server.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let env = TestEnv::new("s3tls").await;
+    let text = env.header().replace(
+        "[audit]\nstore = \"app\"",
+        "[audit]\nstore = \"app\"\nanchor_store = \"assets\"",
+    ) + &moto().store("tls-bucket");
+    let cfg = env.config_named("retention.toml", &text);
+    env.run(&cfg, &["migrate"]).expect_code(0);
+    let mut vars: Vec<(String, String)> = moto().env();
+    vars.retain(|(k, _)| k != "S3_ENDPOINT");
+    vars.push(("S3_ENDPOINT".into(), format!("https://127.0.0.1:{port}")));
+    // What the server logged while `audit verify --anchors` talked to it.
+    let session = |extra: &[(String, String)]| {
+        let before = std::fs::read(p("server.err")).unwrap().len();
+        // The server is no S3: once the handshake is done, the client only retries; give
+        // it 5 s, then stop it.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["audit", "verify", "--anchors"])
+            .envs(vars.iter().chain(extra).cloned())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        String::from_utf8_lossy(&std::fs::read(p("server.err")).unwrap()[before..]).into_owned()
+    };
+    let untrusted = session(&[]);
+    assert!(
+        untrusted.contains("alert unknown ca"),
+        "the client refused an unknown CA: {untrusted}"
+    );
+    // Trusted through the platform's way to add a root (SSL_CERT_FILE): the handshake
+    // completes (the server reads the client's Finished), with no unknown-CA alert.
+    let trusted = session(&[("SSL_CERT_FILE".into(), p("ca.pem").display().to_string())]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        !trusted.contains("unknown ca") && trusted.contains("SSL_accept:SSLv3/TLS read finished"),
+        "a certificate of a trusted CA is accepted: {trusted}"
     );
 }

@@ -137,10 +137,28 @@ pub fn to_chrono(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// The HTTPS client of every S3 store and of the credential providers (STS, SSO, IMDS):
+/// hyper 1 and rustls on ring, trusting the platform's root certificates. One per process.
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    static CLIENT: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            use aws_smithy_http_client::tls;
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https()
+        })
+        .clone()
+}
+
 impl S3Store {
     /// Builds a client from the standard AWS chain and the store's settings.
     pub async fn connect(name: &str, cfg: &S3Config) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https_client())
             .region(Region::new(cfg.region.clone()));
         if let Some(var) = &cfg.endpoint_env {
             if let Ok(url) = std::env::var(var) {
