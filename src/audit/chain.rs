@@ -310,7 +310,6 @@ fn table_of(kind: Kind) -> (&'static str, &'static str) {
 }
 
 /// One row of the `retentiond.chain` view.
-#[derive(sqlx::FromRow)]
 struct ChainEntry {
     chain_seq: Option<i64>,
     kind: String,
@@ -319,6 +318,20 @@ struct ChainEntry {
     hash: Option<String>,
     signature: Option<String>,
     key_id: Option<String>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ChainEntry {
+    fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            chain_seq: r.try_get("chain_seq")?,
+            kind: r.try_get("kind")?,
+            ref_id: r.try_get("ref_id")?,
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+            signature: r.try_get("signature")?,
+            key_id: r.try_get("key_id")?,
+        })
+    }
 }
 
 /// The outcome of `audit verify`.

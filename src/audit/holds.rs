@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
-use sqlx::Postgres;
+use sqlx::{Postgres, Row};
 
 use super::{chain, Audit};
 
@@ -233,7 +233,6 @@ pub struct Hold {
     pub active: bool,
 }
 
-#[derive(sqlx::FromRow)]
 struct HoldRow {
     id: i64,
     subject_kind: Option<String>,
@@ -247,6 +246,25 @@ struct HoldRow {
     released_by: Option<String>,
     release_reason: Option<String>,
     active: bool,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for HoldRow {
+    fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            subject_kind: r.try_get("subject_kind")?,
+            subject_id: r.try_get("subject_id")?,
+            category: r.try_get("category")?,
+            reason: r.try_get("reason")?,
+            actor: r.try_get("actor")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+            released_at: r.try_get("released_at")?,
+            released_by: r.try_get("released_by")?,
+            release_reason: r.try_get("release_reason")?,
+            active: r.try_get("active")?,
+        })
+    }
 }
 
 /// Errors placing or releasing holds.

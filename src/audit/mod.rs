@@ -8,6 +8,7 @@ pub mod anchor;
 pub mod bundle;
 pub mod chain;
 pub mod holds;
+mod migrations;
 pub mod policies;
 mod reads;
 mod runs;
@@ -288,12 +289,12 @@ impl Audit {
                 return Err(e.into());
             }
         }
-        sqlx::migrate!("./migrations").run(&self.pool).await
+        migrations::migrator().run(&self.pool).await
     }
 
     /// Whether every migration is applied (for `/readyz`).
     pub async fn migrations_applied(&self) -> bool {
-        let expected = sqlx::migrate!("./migrations")
+        let expected = migrations::migrator()
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
             .count() as i64;
