@@ -152,4 +152,24 @@ impl Audit {
         .fetch_one(&self.pool)
         .await
     }
+
+    /// Records deleted or anonymised by enforcing runs started at or after `since`, per
+    /// UTC day and category (the report site's chart).
+    pub async fn removed_per_category_day(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(chrono::NaiveDate, String, u64)>, sqlx::Error> {
+        let rows: Vec<(chrono::NaiveDate, String, i64)> = sqlx::query_as(
+            "SELECT (r.started_at AT TIME ZONE 'UTC')::date, x.category, sum(x.deleted + x.anonymised)::bigint \
+             FROM retentiond.rule_results x JOIN retentiond.runs r ON r.run_id = x.run_id \
+             WHERE r.mode = 'enforce' AND r.started_at >= $1 GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(d, c, n)| (d, c, n.max(0) as u64))
+            .collect())
+    }
 }

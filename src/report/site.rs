@@ -87,10 +87,10 @@ fn status_class(s: Status) -> &'static str {
     }
 }
 
-/// Records removed (deleted or anonymised) by enforcing runs per category per day, for
-/// the `CHART_DAYS` days up to `now`.
+/// `removed` (records deleted or anonymised by enforcing runs, per UTC day and category,
+/// as the trail sums them) laid out over the `CHART_DAYS` days up to `now`.
 fn removed_per_day(
-    runs: &[RunReport],
+    removed: &[(NaiveDate, String, u64)],
     now: DateTime<Utc>,
 ) -> (Vec<NaiveDate>, BTreeMap<String, Vec<u64>>) {
     let today = now.date_naive();
@@ -99,18 +99,23 @@ fn removed_per_day(
         .map(|d| today - Duration::days(d))
         .collect();
     let mut per: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.mode == "enforce") {
-        let Some(i) = days.iter().position(|d| *d == r.started_at.date_naive()) else {
+    for (day, category, n) in removed {
+        let Some(i) = days.iter().position(|d| d == day) else {
             continue;
         };
-        for rule in &r.rules {
-            let n = rule.deleted + rule.anonymised;
-            per.entry(rule.category.clone())
-                .or_insert_with(|| vec![0; days.len()])[i] += n;
-        }
+        per.entry(category.clone())
+            .or_insert_with(|| vec![0; days.len()])[i] += n;
     }
     per.retain(|_, v| v.iter().any(|n| *n > 0));
     (days, per)
+}
+
+/// The first instant the chart covers.
+pub fn chart_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    (now.date_naive() - Duration::days(CHART_DAYS - 1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
 }
 
 const PALETTE: &[&str] = &[
@@ -183,6 +188,7 @@ fn chart(days: &[NaiveDate], per: &BTreeMap<String, Vec<u64>>) -> String {
 /// The page. `runs` newest first.
 pub fn render_index(
     runs: &[RunReport],
+    removed: &[(NaiveDate, String, u64)],
     conformance: Option<&ConformanceSnapshot>,
     verify: Option<&VerifySnapshot>,
     now: DateTime<Utc>,
@@ -237,7 +243,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.badge{padding:.1re
         }
     }
     // Removed per category per day.
-    let (days, per) = removed_per_day(runs, now);
+    let (days, per) = removed_per_day(removed, now);
     o.push_str("<h2>Records removed per category per day (enforcing runs, last 30 days)</h2>");
     o.push_str(&chart(&days, &per));
     // Conformance.
@@ -404,7 +410,16 @@ pub async fn refresh(
     };
     let conformance: Option<ConformanceSnapshot> = get(config, stores, CONFORMANCE_FILE).await;
     let verify: Option<VerifySnapshot> = get(config, stores, VERIFY_FILE).await;
-    let page = render_index(&runs, conformance.as_ref(), verify.as_ref(), Utc::now());
+    let now = Utc::now();
+    // Summed by the trail over every run of the period, not only the runs listed.
+    let removed = match audit.removed_per_category_day(chart_start(now)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the report site was not rewritten: the removals cannot be read");
+            return;
+        }
+    };
+    let page = render_index(&runs, &removed, conformance.as_ref(), verify.as_ref(), now);
     put(config, stores, "index.html", page.into_bytes(), "text/html").await;
 }
 
@@ -444,33 +459,36 @@ mod tests {
     }
 
     #[test]
-    fn the_chart_counts_enforcing_runs_per_category_and_day_only() {
-        let runs = [
-            run("a", 0, "enforce", "logs", 5),
-            run("b", 0, "enforce", "logs", 2),
-            run("c", 0, "dry_run", "logs", 100),
-            run("d", 3, "enforce", "assets", 4),
-            run("e", 45, "enforce", "assets", 9),
+    fn the_chart_lays_the_trails_sums_over_the_last_30_days() {
+        let now = Utc::now();
+        let day = |ago: i64| now.date_naive() - Duration::days(ago);
+        let removed = [
+            (day(0), "logs".to_owned(), 7),
+            (day(3), "assets".to_owned(), 4),
+            (day(45), "assets".to_owned(), 9),
+            (day(1), "idle".to_owned(), 0),
         ];
-        let (days, per) = removed_per_day(&runs, Utc::now());
+        let (days, per) = removed_per_day(&removed, now);
         assert_eq!(days.len(), 30);
-        assert_eq!(
-            per["logs"][29], 7,
-            "two enforcing runs today, not the dry-run"
-        );
+        assert_eq!(per["logs"][29], 7);
         assert_eq!(per["assets"][26], 4);
         assert_eq!(
             per["assets"].iter().sum::<u64>(),
             4,
             "45 days ago is off the chart"
         );
+        assert!(
+            !per.contains_key("idle"),
+            "a category with nothing removed has no bar"
+        );
+        assert_eq!(chart_start(now).date_naive(), days[0]);
     }
 
     #[test]
     fn the_page_links_every_run_and_escapes_what_it_shows() {
         let mut r = run("0192<x>", 0, "enforce", "l<o>gs", 3);
         r.status = Status::Failed;
-        let page = render_index(&[r.clone()], None, None, Utc::now());
+        let page = render_index(&[r.clone()], &[], None, None, Utc::now());
         assert!(
             page.contains(&format!("href=\"{}.html\"", esc(&stem(&r)))),
             "{page}"

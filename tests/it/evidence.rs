@@ -259,7 +259,10 @@ async fn the_report_site_links_every_run_and_shows_conformance_and_the_last_veri
         .collect();
     assert!(positions[0] < positions[1], "newest first");
     assert!(
-        page.contains("<svg") && page.contains("<title>") && page.contains("logs</li>"),
+        page.contains("<svg")
+            && page.contains("<title>")
+            && page.contains("logs</li>")
+            && page.contains(": 4 logs</title>"),
         "the chart has the category"
     );
     assert!(
