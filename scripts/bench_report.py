@@ -12,6 +12,7 @@ for r in rows:
 
 names = {
     "P1": "delete half of the table vs bulk DELETE",
+    "P1a": "the same, append-only layout (due rows first in the heap)",
     "P2": "anonymise half vs bulk UPDATE",
     "P3": "drop 12 expired monthly partitions vs DETACH + DROP by hand",
     "P4": "objects: retentiond sweep vs s5cmd rm of the due keys",
@@ -20,7 +21,7 @@ names = {
 }
 # Targets from issue #6 (and the object-storage issue for P4): a time ratio, retentiond
 # over baseline, except P3's, which is retentiond's own seconds.
-targets = {"P1": ("ratio", 1.25), "P2": ("ratio", 1.5), "P3": ("seconds", 2.0),
+targets = {"P1": ("ratio", 1.1), "P1a": ("ratio", 1.1), "P2": ("ratio", 1.5), "P3": ("seconds", 2.0),
            "P4": ("ratio", 1.0), "P4-rclone": ("ratio", 0.5), "P5": ("ratio", 1.1)}
 lines = ["| bench | table rows / objects | records | baseline (median s) | retentiond (median s) | ratio (median) | target | met | retentiond records/s | peak RSS (MiB) | longest batch (ms) | reps |",
          "|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|"]

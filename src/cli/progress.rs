@@ -16,14 +16,17 @@ use crate::sweep::Watch;
 pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    dry_run: bool,
 }
 
-/// Bars when stderr is a terminal and the output is text; else `None`.
-pub fn on_terminal(text_output: bool) -> Option<Arc<dyn Watch>> {
+/// Bars when stderr is a terminal and the output is text; else `None`. A dry-run's bar
+/// ends at the records it matched, an enforcing run's at those it removed.
+pub fn on_terminal(text_output: bool, dry_run: bool) -> Option<Arc<dyn Watch>> {
     (text_output && std::io::stderr().is_terminal()).then(|| {
         Arc::new(Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),
+            dry_run,
         }) as Arc<dyn Watch>
     })
 }
@@ -75,7 +78,7 @@ impl Watch for Bars {
     fn finished(&self, rule: &str, report: &RuleReport) {
         if let Some(b) = self.bars.lock().expect("not poisoned").remove(rule) {
             // An export's records are the rows it wrote; a sweep's, those it removed.
-            b.set_position(if report.action == "export" {
+            b.set_position(if report.action == "export" || self.dry_run {
                 report.matched
             } else {
                 report.deleted + report.anonymised

@@ -290,7 +290,11 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.badge{padding:.1re
             status_class(r.status),
             esc(r.status.as_str()),
             esc(&r.trigger),
-            if r.mode == "dry_run" { "dry-run" } else { "enforce" },
+            match (r.trigger.as_str(), r.mode.as_str()) {
+                ("export", _) => "export",
+                (_, "dry_run") => "dry-run",
+                _ => "enforce",
+            },
             count(m),
             count(d),
             count(a),

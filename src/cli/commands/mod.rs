@@ -131,7 +131,7 @@ pub async fn sweep(config_path: &Path, a: SweepArgs) -> CmdResult {
         .transpose()
         .map_err(Fail::usage)?;
     let (mut engine, names, pf) = prepare(config_path, &a.rules, &a.categories).await?;
-    engine.watch = super::progress::on_terminal(a.format == Format::Text);
+    engine.watch = super::progress::on_terminal(a.format == Format::Text, a.dry_run);
     let as_of = match a.as_of.as_deref() {
         Some(s) => Some(db_time(&engine.audit, s).await?),
         None => None,

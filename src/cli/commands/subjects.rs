@@ -179,7 +179,7 @@ pub async fn erase(config_path: &Path, a: EraseArgs) -> CmdResult {
     )?;
     let single = a.subjects.subjects_file.is_none();
     let mut b = batch(config_path, subjects, false, "erase").await?;
-    b.engine.watch = super::super::progress::on_terminal(a.format == Format::Text);
+    b.engine.watch = super::super::progress::on_terminal(a.format == Format::Text, a.dry_run);
     cancel_on_signal(b.engine.shutdown.clone());
     let mode = if a.dry_run {
         Mode::DryRun
@@ -237,7 +237,7 @@ pub async fn export(config_path: &Path, a: ExportArgs) -> CmdResult {
     let config = load_config(config_path)?;
     let dest = Destination::parse(&a.out, &config).map_err(Fail::usage)?;
     let mut b = batch(config_path, subjects, true, "export").await?;
-    b.engine.watch = super::super::progress::on_terminal(a.format == Format::Text);
+    b.engine.watch = super::super::progress::on_terminal(a.format == Format::Text, false);
     if let Destination::Store { store, .. } = &dest {
         connect_destination(&mut b.engine, store).await?;
     }

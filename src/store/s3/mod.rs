@@ -137,21 +137,23 @@ pub fn to_chrono(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The HTTPS client of every S3 store and of the credential providers (STS, SSO, IMDS):
-/// hyper 1 and rustls on ring, trusting the platform's root certificates. One per process.
+/// The HTTPS client of an S3 store and of its credential providers (STS, SSO, IMDS):
+/// what the SDK's default client is (hyper 1, rustls, the platform's roots, the proxy of
+/// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`), on ring instead of aws-lc-rs.
 pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
-    static CLIENT: std::sync::OnceLock<aws_sdk_s3::config::SharedHttpClient> =
-        std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            use aws_smithy_http_client::tls;
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https()
-        })
-        .clone()
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            conn.set_sleep_impl(c.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
 }
 
 impl S3Store {

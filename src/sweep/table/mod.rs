@@ -122,22 +122,15 @@ pub(crate) async fn run<'r>(rr: &mut RuleRun<'r>, t: &'r TableTarget, p: &'r Pre
     // depends on it: a dry-run, a category hold, the max_delete guard.
     let guarded = rr.erase.is_none() && rr.rule.max_delete.is_some() && !rr.allow_mass_delete;
     let needs_count = rr.mode == Mode::DryRun || start_holds.category_hold.is_some() || guarded;
-    if needs_count && count_and_guard(rr, &pg, &scope, &tables, &start_holds).await == Next::Stop {
-        return;
-    }
-    if let Some(w) = &rr.engine.watch {
-        // A progress bar's total, on a terminal only: counted for the bar and kept out
-        // of the report, which reads the same with or without one.
-        let total = if needs_count {
-            Some(rr.report.matched)
-        } else {
-            count_all(&pg, &scope, &tables, &start_holds, false)
-                .await
-                .ok()
-                .map(|c| c.due - c.held - c.kept)
-        };
-        if let Some(total) = total {
-            w.counted(&rr.rule.name, total);
+    if needs_count {
+        let next = count_and_guard(rr, &pg, &scope, &tables, &start_holds).await;
+        // A progress bar gets a total only from a count the rule makes anyway: a
+        // terminal never changes what a sweep does to the database.
+        if let Some(w) = &rr.engine.watch {
+            w.counted(&rr.rule.name, rr.report.matched);
+        }
+        if next == Next::Stop {
+            return;
         }
     }
     if let (Some(c), None) = (scope.cutoff, &rr.erase) {
