@@ -323,7 +323,7 @@ pub async fn run_daemon(
         Some(g) => Period::parse(g).map_err(Error::usage)?.as_std(),
         None => loaded.engine.config.daemon.grace_period,
     };
-    crate::startup::migrate_and_recover(&loaded.engine.audit, &loaded.engine.config).await?;
+    crate::startup::migrate_and_recover(&loaded.engine.audit).await?;
     let daemon = Arc::new(Daemon {
         loaded: RwLock::new(Arc::new(loaded)),
         reload_error: RwLock::new(None),

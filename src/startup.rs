@@ -188,11 +188,12 @@ pub async fn migrate_and_check_lock(audit: &Audit, config: &Config) -> Result<()
     check_preservation_lock(audit, config).await
 }
 
-/// Applies the audit migrations, checks the preservation lock, then seals as
-/// `interrupted` every run a stopped process left `running` (logged, one line each):
-/// before a command or the daemon runs rules.
-pub async fn migrate_and_recover(audit: &Audit, config: &Config) -> Result<(), Error> {
-    migrate_and_check_lock(audit, config).await?;
+/// Applies the audit migrations, then seals as `interrupted` every run a stopped process
+/// left `running` (logged, one line each): before a command or the daemon runs rules.
+/// The preservation lock is the caller's to check first (`cli::commands::prepare`,
+/// `schedule::load`); `Audit::begin_run` checks it again.
+pub async fn migrate_and_recover(audit: &Audit) -> Result<(), Error> {
+    migrate(audit).await?;
     let recovered = audit
         .recover_interrupted()
         .await

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::table::count;
 use super::{RunReport, Status};
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -13,6 +13,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::html::esc;
 use super::table::count;
 use super::{RunReport, Status};
 
@@ -64,14 +65,6 @@ pub struct VerifySnapshot {
     pub anchors_checked: bool,
     /// Problems found (none: the trail verified).
     pub violations: Vec<String>,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// The file name (without extension) of a run's report copies.

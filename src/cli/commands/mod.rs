@@ -106,7 +106,7 @@ pub(crate) async fn prepare(
     if !pf.ok() {
         return Err(pf.failure().into());
     }
-    startup::migrate_and_recover(&engine.audit, &engine.config).await?;
+    startup::migrate_and_recover(&engine.audit).await?;
     Ok((engine, names, pf))
 }
 
